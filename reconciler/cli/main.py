@@ -15,6 +15,7 @@ COMMANDS: dict[str, str] = {
     "fmt": "reconciler.cli.fmt:fmt",
     "lab": "reconciler.cli.lab:lab",
     "inspect": "reconciler.cli.inspect:inspect",
+    "plan": "reconciler.cli.plan:plan",
 }
 
 

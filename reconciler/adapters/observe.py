@@ -1,0 +1,170 @@
+"""Observe: read vSphere, the ZFS repositories and the journal into one `Observed` world.
+
+This is the only place that knows every adapter; the planner only ever sees the result. A connection or
+repository that cannot be read is recorded as such (the planner turns it into a diagnostic and plans
+nothing destructive for it) instead of aborting the whole observation.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reconciler.adapters.journal.base import Journal
+from reconciler.adapters.secrets import SecretUnavailable, resolve_secret
+from reconciler.adapters.vsphere.collect import collect_inventory
+from reconciler.adapters.vsphere.parse import to_observed
+from reconciler.adapters.vsphere.session import ThumbprintMismatch, VsphereError, VsphereSession
+from reconciler.adapters.zfs import ZfsError, select_driver
+from reconciler.adapters.zfs.backups import BackupSnapshotRecord, RepositoryRecord, read_repository
+from reconciler.core.observed import (
+    Backup,
+    BackupDisk,
+    BackupKind,
+    Chain,
+    ConnectionError_,
+    ConnectionState,
+    JournalState,
+    Observed,
+    RepositoryState,
+    VmHistory,
+    VmState,
+)
+from reconciler.policy.model import Connection, PolicySet, Repository
+
+MAX_PARALLEL_CONNECTIONS = 8
+
+
+@dataclass
+class Sessions:
+    """Open vSphere sessions by connection name, reused by observe and apply within one command."""
+
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    base_dir: Path | None = None
+    _open: dict[str, VsphereSession] = field(default_factory=dict)
+
+    def get(self, connection: Connection) -> VsphereSession:
+        session = self._open.get(connection.name)
+        if session is None:
+            password = resolve_secret(connection.password_from, environ=self.environ, base_dir=self.base_dir)
+            session = VsphereSession(
+                connection.address,
+                connection.user,
+                password,
+                thumbprint=connection.thumbprint,
+                insecure=connection.insecure,
+            )
+            self._open[connection.name] = session
+        return session
+
+    def close(self) -> None:
+        for session in self._open.values():
+            session.close()
+        self._open.clear()
+
+
+def observe_connection(connection: Connection, sessions: Sessions) -> tuple[ConnectionState, tuple[VmState, ...]]:
+    try:
+        session = sessions.get(connection)
+        return to_observed(connection.name, collect_inventory(session))
+    except ThumbprintMismatch as exc:
+        return _unreachable(connection, ConnectionError_.THUMBPRINT_MISMATCH, str(exc)), ()
+    except (VsphereError, SecretUnavailable, OSError) as exc:
+        return _unreachable(connection, ConnectionError_.FAILED, str(exc)), ()
+
+
+def _unreachable(connection: Connection, error: ConnectionError_, message: str) -> ConnectionState:
+    return ConnectionState(name=connection.name, reachable=False, error=error, error_message=message)
+
+
+def observe_repository(repository: Repository) -> RepositoryState:
+    try:
+        record = read_repository(select_driver(repository.driver.value), repository.dataset)
+    except ZfsError as exc:
+        return RepositoryState(repository.name, repository.dataset, reachable=False, error_message=str(exc))
+    return RepositoryState(repository.name, repository.dataset, chains=chains_of(record))
+
+
+def chains_of(record: RepositoryRecord) -> tuple[Chain, ...]:
+    """Pure: the repository's VM datasets and their snapshots as the planner's chains."""
+    snapshots: dict[str, list[BackupSnapshotRecord]] = {}
+    for snap in record.snapshots:
+        snapshots.setdefault(snap.dataset, []).append(snap)
+    chains = []
+    for ds in record.datasets:
+        if not ds.managed:
+            continue  # a dataset we did not create is not ours to plan on
+        chains.append(
+            Chain(
+                instance_uuid=ds.instance_uuid,
+                dataset=ds.dataset,
+                vm_id=ds.vm_id or "",
+                connection=ds.connection or "",
+                vm_name=ds.vm_name or "",
+                policy=ds.policy or "",
+                retired=ds.retired,
+                dirty_run_id=ds.dirty_run_id,
+                backups=tuple(_backup(s) for s in snapshots.get(ds.dataset, ())),
+            )
+        )
+    return tuple(chains)
+
+
+def _backup(snap: BackupSnapshotRecord) -> Backup:
+    created = _parse_time(snap.vm_created) or dt.datetime.fromtimestamp(snap.created, dt.UTC)
+    kind = BackupKind(snap.kind) if snap.kind in ("full", "incremental") else None
+    return Backup(
+        name=snap.name.partition("@")[2],
+        created=created,
+        kind=kind,
+        complete=snap.complete,
+        disks=tuple(BackupDisk(d.key, d.change_id, d.capacity or 0, d.backing or "", d.sha256) for d in snap.disks),
+        held=snap.held,
+        ours=snap.managed,
+    )
+
+
+def _parse_time(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def observe_journal(journal: Journal | None) -> JournalState:
+    if journal is None:
+        return JournalState()
+    in_progress = frozenset(run.id for run in journal.runs_in_progress() if not run.interrupted)
+    history = []
+    for instance_uuid, event in sorted(journal.last_outcomes("backup").items()):
+        failed = event.status.value == "failed"
+        history.append(
+            VmHistory(
+                instance_uuid=instance_uuid,
+                last_failure=(event.detail or {}).get("error") if failed else None,
+                last_failure_at=event.at if failed else None,
+                interrupted=failed and bool((event.detail or {}).get("dataWritten")),
+            )
+        )
+    return JournalState(runs_in_progress=in_progress, vms=tuple(history))
+
+
+def observe(policies: PolicySet, sessions: Sessions, journal: Journal | None = None) -> Observed:
+    connections = sorted(policies.connections.values(), key=lambda c: c.name)
+    repositories = sorted(policies.repositories.values(), key=lambda r: r.name)
+    with ThreadPoolExecutor(max_workers=MAX_PARALLEL_CONNECTIONS) as pool:
+        vsphere = list(pool.map(lambda c: observe_connection(c, sessions), connections))
+        repos = list(pool.map(observe_repository, repositories))
+    return Observed(
+        connections=tuple(state for state, _ in vsphere),
+        vms=tuple(vm for _, vms in vsphere for vm in vms),
+        repositories=tuple(repos),
+        journal=observe_journal(journal),
+    )

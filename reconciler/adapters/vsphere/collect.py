@@ -1,0 +1,130 @@
+"""Read a whole inventory with one PropertyCollector retrieval (ContainerView + paging).
+
+Walking managed-object attributes costs one round trip per attribute per VM (measured: orders of magnitude
+slower, and it made vcsim drop the connection at 1,200 VMs); one `RetrievePropertiesEx` per page of
+objects, with only the properties the planner needs, is what scales to 10,000 VMs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pyVmomi import vim, vmodl
+
+from reconciler.adapters.vsphere.session import VsphereSession
+
+VM_PROPERTIES = (
+    "name",
+    "parent",
+    "config.instanceUuid",
+    "config.uuid",
+    "config.version",
+    "config.changeTrackingEnabled",
+    "config.keyId",
+    "config.hardware.device",
+    "runtime.host",
+    "runtime.powerState",
+    "runtime.consolidationNeeded",
+    "guest.toolsRunningStatus",
+    "guest.toolsVersionStatus2",
+    "snapshot",
+    "tag",
+    "summary.config.vmPathName",
+)
+HOST_PROPERTIES = (
+    "name",
+    "parent",
+    "runtime.connectionState",
+    "config.network.pnic",
+    "config.network.vnic",
+    "summary.config.product.licenseProductName",
+)
+FOLDER_PROPERTIES = ("name", "parent")
+DATACENTER_PROPERTIES = ("name", "parent")
+
+PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class RawObject:
+    """One managed object as the PropertyCollector returned it: its MoRef id and path → value."""
+
+    kind: str  # "VirtualMachine", "HostSystem", "Folder", "Datacenter", …
+    moref: str
+    props: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RawInventory:
+    api_type: str  # "VirtualCenter" or "HostAgent"
+    version: str
+    instance_uuid: str
+    licenses: tuple[tuple[str, str], ...]  # (editionKey, name) of every licence the server holds
+    objects: tuple[RawObject, ...]
+
+
+def _filter_spec(
+    view: vim.view.ContainerView, kinds: dict[type, Iterable[str]]
+) -> vmodl.query.PropertyCollector.FilterSpec:
+    traverse = vmodl.query.PropertyCollector.TraversalSpec(
+        name="view", path="view", skip=False, type=vim.view.ContainerView
+    )
+    obj_spec = vmodl.query.PropertyCollector.ObjectSpec(obj=view, skip=True, selectSet=[traverse])
+    prop_specs = [
+        vmodl.query.PropertyCollector.PropertySpec(type=kind, pathSet=list(paths), all=False)
+        for kind, paths in kinds.items()
+    ]
+    return vmodl.query.PropertyCollector.FilterSpec(objectSet=[obj_spec], propSet=prop_specs)
+
+
+def _pages(pc: vmodl.query.PropertyCollector, spec: vmodl.query.PropertyCollector.FilterSpec) -> Iterator[Any]:
+    options = vmodl.query.PropertyCollector.RetrieveOptions(maxObjects=PAGE_SIZE)
+    result = pc.RetrievePropertiesEx(specSet=[spec], options=options)
+    while result is not None:
+        yield from result.objects
+        if not result.token:
+            return
+        result = pc.ContinueRetrievePropertiesEx(token=result.token)
+
+
+def retrieve(si: vim.ServiceInstance, kinds: dict[type, Iterable[str]]) -> list[RawObject]:
+    """All objects of `kinds` below the root folder with the given properties, paged."""
+    content = si.content
+    view = content.viewManager.CreateContainerView(content.rootFolder, list(kinds), True)
+    try:
+        objects = []
+        for obj in _pages(content.propertyCollector, _filter_spec(view, kinds)):
+            props = {p.name: p.val for p in obj.propSet}
+            objects.append(RawObject(type(obj.obj).__name__.removeprefix("vim."), obj.obj._moId, props))
+        return objects
+    finally:
+        view.Destroy()
+
+
+def collect_inventory(session: VsphereSession) -> RawInventory:
+    def run(si: vim.ServiceInstance) -> RawInventory:
+        content = si.content
+        about = content.about
+        licenses: tuple[tuple[str, str], ...] = ()
+        if content.licenseManager is not None:
+            licenses = tuple((lic.editionKey or "", lic.name or "") for lic in content.licenseManager.licenses or ())
+        objects = retrieve(
+            si,
+            {
+                vim.VirtualMachine: VM_PROPERTIES,
+                vim.HostSystem: HOST_PROPERTIES,
+                vim.Folder: FOLDER_PROPERTIES,
+                vim.Datacenter: DATACENTER_PROPERTIES,
+            },
+        )
+        return RawInventory(
+            api_type=about.apiType,
+            version=about.version,
+            instance_uuid=about.instanceUuid or "",
+            licenses=licenses,
+            objects=tuple(objects),
+        )
+
+    return session.call(run)

@@ -1,0 +1,194 @@
+"""One authenticated vSphere session per `Connection`: certificate pinned, reused, re-logged in on expiry.
+
+vCenter and ESXi expire idle sessions (30 min by default) and a backup of a large disk takes hours, so
+every call goes through `call()`, which logs in again once on `NotAuthenticated`, and long transfers
+call `keepalive()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from pyVim.connect import Disconnect, SmartConnect
+from pyVmomi import vim
+
+T = TypeVar("T")
+
+
+class VsphereError(Exception):
+    """A vSphere problem worth one clear line to the operator."""
+
+
+class ConnectionFailed(VsphereError):
+    pass
+
+
+class ThumbprintMismatch(ConnectionFailed):
+    def __init__(self, address: str, expected: str, actual_sha1: str, actual_sha256: str) -> None:
+        super().__init__(
+            f"{address}: TLS certificate does not match the pinned thumbprint {expected}; "
+            f"the server presents SHA-1 {actual_sha1} / SHA-256 {actual_sha256}"
+        )
+        self.expected = expected
+        self.actual_sha1 = actual_sha1
+        self.actual_sha256 = actual_sha256
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    scheme: str
+    host: str
+    port: int
+    path: str
+
+    @classmethod
+    def parse(cls, address: str) -> Endpoint:
+        """`vc.example.com`, `10.0.0.5`, `https://vc:443/sdk` or `http://127.0.0.1:8989/sdk` (lab only)."""
+        parts = urlsplit(address if "://" in address else f"https://{address}")
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ConnectionFailed(f"{address}: not a host name or an https URL")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return cls(parts.scheme, parts.hostname, port, parts.path if parts.path not in ("", "/") else "/sdk")
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}{self.path}"
+
+
+def normalise_thumbprint(value: str) -> str:
+    return value.replace(":", "").replace(" ", "").lower()
+
+
+def fingerprints(der_cert: bytes) -> tuple[str, str]:
+    def colon(digest: bytes) -> str:
+        return ":".join(f"{b:02X}" for b in digest)
+
+    return colon(hashlib.sha1(der_cert).digest()), colon(hashlib.sha256(der_cert).digest())
+
+
+def peer_certificate(endpoint: Endpoint, timeout: float = 10.0) -> bytes:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # we compare the pin ourselves, below
+    with (
+        socket.create_connection((endpoint.host, endpoint.port), timeout=timeout) as raw,
+        context.wrap_socket(raw, server_hostname=endpoint.host) as tls,
+    ):
+        cert = tls.getpeercert(binary_form=True)
+    if cert is None:
+        raise ConnectionFailed(f"{endpoint}: the server presented no certificate")
+    return cert
+
+
+def check_pin(endpoint: Endpoint, thumbprint: str) -> None:
+    try:
+        der = peer_certificate(endpoint)
+    except OSError as exc:
+        raise ConnectionFailed(f"{endpoint}: {exc}") from None
+    sha1, sha256 = fingerprints(der)
+    if normalise_thumbprint(thumbprint) not in (normalise_thumbprint(sha1), normalise_thumbprint(sha256)):
+        raise ThumbprintMismatch(str(endpoint), thumbprint, sha1, sha256)
+
+
+class VsphereSession:
+    """A logged-in ServiceInstance; thread-safe re-login."""
+
+    def __init__(
+        self,
+        address: str,
+        user: str,
+        password: str,
+        *,
+        thumbprint: str | None = None,
+        insecure: bool = False,
+        timeout: float = 60.0,
+    ) -> None:
+        if thumbprint is None and not insecure:
+            raise ConnectionFailed(f"{address}: no thumbprint pinned and insecure is not set")
+        self.endpoint = Endpoint.parse(address)
+        self._user = user
+        self._password = password
+        self._thumbprint = thumbprint
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._si: vim.ServiceInstance | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def connect(self) -> vim.ServiceInstance:
+        with self._lock:
+            if self._si is None:
+                self._si = self._login()
+            return self._si
+
+    def _login(self) -> vim.ServiceInstance:
+        ep = self.endpoint
+        if ep.scheme == "https" and self._thumbprint:
+            check_pin(ep, self._thumbprint)
+        try:
+            return SmartConnect(
+                protocol=ep.scheme,
+                host=ep.host,
+                port=ep.port,
+                path=ep.path,
+                user=self._user,
+                pwd=self._password,
+                # The pin was checked above on this very endpoint; pyVmomi checks it again when the
+                # certificate does not chain to a trusted CA (which is the normal case for ESXi).
+                thumbprint=self._thumbprint,
+                disableSslCertValidation=self._thumbprint is None,
+                httpConnectionTimeout=self._timeout,
+            )
+        except vim.fault.InvalidLogin:
+            raise ConnectionFailed(f"{ep}: login refused for user {self._user}") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise ConnectionFailed(f"{ep}: {exc}") from None
+        except vim.fault.VimFault as exc:
+            raise ConnectionFailed(f"{ep}: {exc.msg or type(exc).__name__}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            si, self._si = self._si, None
+        if si is not None:
+            with contextlib.suppress(Exception):  # logging out of a dead session is not an error
+                Disconnect(si)
+
+    def __enter__(self) -> VsphereSession:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- calls -----------------------------------------------------------------------------------
+
+    @property
+    def content(self) -> vim.ServiceInstanceContent:
+        return self.call(lambda si: si.content)
+
+    def call(self, fn: Callable[[vim.ServiceInstance], T]) -> T:
+        """Run `fn(si)`; on an expired session log in once more and run it again."""
+        si = self.connect()
+        try:
+            return fn(si)
+        except vim.fault.NotAuthenticated:
+            with self._lock:
+                if self._si is si:  # another thread may have re-logged in already
+                    self._si = self._login()
+                si = self._si
+            return fn(si)
+
+    def keepalive(self) -> None:
+        """A cheap call that keeps the session from idling out during long transfers."""
+        self.call(lambda si: si.CurrentTime())
+
+    @property
+    def is_vcenter(self) -> bool:
+        return self.content.about.apiType == "VirtualCenter"
