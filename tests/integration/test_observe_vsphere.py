@@ -41,6 +41,7 @@ def test_vm_identity_address_and_placement(vcenter_world):
     assert web.folder == "prod/web"
     assert web.host == "esx-01.lab"
     assert web.power_state is PowerState.ON
+    assert web.tags == ("env:prod", "tier:web")
 
 
 def test_vm_facts_the_planner_diagnoses(vcenter_world):

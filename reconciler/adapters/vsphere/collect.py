@@ -31,6 +31,7 @@ VM_PROPERTIES = (
     "guest.toolsVersionStatus2",
     "snapshot",
     "tag",
+    "customValue",
     "summary.config.vmPathName",
 )
 HOST_PROPERTIES = (
@@ -63,6 +64,7 @@ class RawInventory:
     instance_uuid: str
     licenses: tuple[tuple[str, str], ...]  # (editionKey, name) of every licence the server holds
     objects: tuple[RawObject, ...]
+    custom_fields: tuple[tuple[int, str], ...] = ()  # (key, name) of custom attribute definitions
 
 
 def _filter_spec(
@@ -110,6 +112,9 @@ def collect_inventory(session: VsphereSession) -> RawInventory:
         licenses: tuple[tuple[str, str], ...] = ()
         if content.licenseManager is not None:
             licenses = tuple((lic.editionKey or "", lic.name or "") for lic in content.licenseManager.licenses or ())
+        fields: tuple[tuple[int, str], ...] = ()
+        if content.customFieldsManager is not None:  # vCenter only; a standalone host has none
+            fields = tuple((f.key, f.name) for f in content.customFieldsManager.field or ())
         objects = retrieve(
             si,
             {
@@ -124,6 +129,7 @@ def collect_inventory(session: VsphereSession) -> RawInventory:
             version=about.version,
             instance_uuid=about.instanceUuid or "",
             licenses=licenses,
+            custom_fields=fields,
             objects=tuple(objects),
         )
 

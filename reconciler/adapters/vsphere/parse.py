@@ -105,8 +105,18 @@ def _disks(devices: Any) -> tuple[VmDisk, ...]:
     return tuple(sorted(disks, key=lambda d: d.key))
 
 
-def _tags(props: Mapping[str, Any]) -> tuple[str, ...]:
-    return tuple(sorted(tag.key for tag in props.get("tag") or () if getattr(tag, "key", None)))
+TAGS_ATTRIBUTE = "tags"
+
+
+def _tags(props: Mapping[str, Any], tag_field: int | None) -> tuple[str, ...]:
+    """Tags from the (legacy) `tag` property and from a custom attribute named `tags` holding
+    comma-separated `category:tag` values — the attribute is how many shops tag VMs without the vAPI
+    tagging service, and what the lab sets."""
+    tags = {tag.key for tag in props.get("tag") or () if getattr(tag, "key", None)}
+    for value in props.get("customValue") or ():
+        if tag_field is not None and value.key == tag_field:
+            tags.update(t.strip() for t in (getattr(value, "value", "") or "").split(",") if t.strip())
+    return tuple(sorted(tags))
 
 
 def _tools(props: Mapping[str, Any]) -> ToolsStatus:
@@ -130,6 +140,7 @@ def to_observed(connection: str, raw: RawInventory) -> tuple[ConnectionState, tu
     folders = _folder_paths(objects)
     hosts = {m: o for m, o in objects.items() if o.kind == "HostSystem"}
     edition = license_edition(raw.licenses)
+    tag_field = next((key for key, name in raw.custom_fields if name == TAGS_ATTRIBUTE), None)
     state = ConnectionState(
         name=connection,
         api_type=ApiType.VCENTER if raw.api_type == "VirtualCenter" else ApiType.ESXI,
@@ -164,7 +175,7 @@ def to_observed(connection: str, raw: RawInventory) -> tuple[ConnectionState, tu
                 tools_status=_tools(props),
                 cbt_enabled=bool(props.get("config.changeTrackingEnabled", False)),
                 encrypted=bool(props.get("config.keyId")),
-                tags=_tags(props),
+                tags=_tags(props, tag_field),
                 disks=_disks(props.get("config.hardware.device")),
                 snapshots=_snapshots(props.get("snapshot")),
                 consolidation_needed=bool(props.get("runtime.consolidationNeeded", False)),
