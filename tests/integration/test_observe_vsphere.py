@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import dataclasses
 
+import pytest
+from pyVim.task import WaitForTask
+from pyVmomi import vim
+
+from reconciler.adapters.vsphere import collect
 from reconciler.adapters.vsphere.collect import collect_inventory
 from reconciler.adapters.vsphere.parse import to_observed
 from reconciler.adapters.vsphere.session import ConnectionFailed, ThumbprintMismatch, VsphereSession
@@ -110,3 +115,35 @@ def test_expired_session_is_renewed_transparently(vcenter):
         finally:
             vcenter.control.clear_fault("session-expires")
     assert any(o.kind == "VirtualMachine" for o in inventory.objects)
+
+
+def observe_both_ways(session: VsphereSession, name: str):
+    """The wire-level retrieval and pyVmomi's own deserialisation of the same request."""
+    fast = collect_inventory(session)
+    reference = dataclasses.replace(
+        fast,
+        objects=tuple(
+            session.call(
+                lambda si: collect.retrieve_pyvmomi(
+                    si, {getattr(vim, kind): paths for kind, paths in collect.KINDS.items()}
+                )
+            )
+        ),
+    )
+    return to_observed(name, fast), to_observed(name, reference)
+
+
+@pytest.mark.parametrize("site_name", ["vcenter", "esxi"])
+def test_wire_retrieval_observes_exactly_what_pyvmomi_observes(request, site_name):
+    site = request.getfixturevalue(site_name)
+    si = site.connect()
+    vm = si.content.searchIndex.FindByUuid(None, site.inventory.vms[0].instance_uuid, True, True)
+    task = vm.CreateSnapshot_Task(name="reconciler-parity", description="", memory=False, quiesce=False)
+    WaitForTask(task)
+    try:
+        with session_for(site) as session:
+            fast, reference = observe_both_ways(session, site_name)
+    finally:
+        WaitForTask(task.info.result.RemoveSnapshot_Task(removeChildren=False))
+    assert fast == reference
+    assert any(s.name == "reconciler-parity" for vm in fast[1] for s in vm.snapshots)

@@ -13,6 +13,7 @@ from typing import Any
 
 from pyVmomi import vim, vmodl
 
+from reconciler.adapters.vsphere import fastpc
 from reconciler.adapters.vsphere.session import VsphereSession
 
 VM_PROPERTIES = (
@@ -46,6 +47,12 @@ FOLDER_PROPERTIES = ("name", "parent")
 DATACENTER_PROPERTIES = ("name", "parent")
 
 PAGE_SIZE = 1000
+KINDS = {
+    "VirtualMachine": VM_PROPERTIES,
+    "HostSystem": HOST_PROPERTIES,
+    "Folder": FOLDER_PROPERTIES,
+    "Datacenter": DATACENTER_PROPERTIES,
+}
 
 
 @dataclass(frozen=True)
@@ -91,8 +98,9 @@ def _pages(pc: vmodl.query.PropertyCollector, spec: vmodl.query.PropertyCollecto
         result = pc.ContinueRetrievePropertiesEx(token=result.token)
 
 
-def retrieve(si: vim.ServiceInstance, kinds: dict[type, Iterable[str]]) -> list[RawObject]:
-    """All objects of `kinds` below the root folder with the given properties, paged."""
+def retrieve_pyvmomi(si: vim.ServiceInstance, kinds: dict[type, Iterable[str]]) -> list[RawObject]:
+    """All objects of `kinds` below the root folder, paged, deserialised by pyVmomi: the reference the
+    wire-level retrieval (`fastpc`) is checked and benchmarked against."""
     content = si.content
     view = content.viewManager.CreateContainerView(content.rootFolder, list(kinds), True)
     try:
@@ -115,15 +123,7 @@ def collect_inventory(session: VsphereSession) -> RawInventory:
         fields: tuple[tuple[int, str], ...] = ()
         if content.customFieldsManager is not None:  # vCenter only; a standalone host has none
             fields = tuple((f.key, f.name) for f in content.customFieldsManager.field or ())
-        objects = retrieve(
-            si,
-            {
-                vim.VirtualMachine: VM_PROPERTIES,
-                vim.HostSystem: HOST_PROPERTIES,
-                vim.Folder: FOLDER_PROPERTIES,
-                vim.Datacenter: DATACENTER_PROPERTIES,
-            },
-        )
+        objects = [RawObject(kind, moref, props) for kind, moref, props in fastpc.retrieve(si, session, KINDS)]
         return RawInventory(
             api_type=about.apiType,
             version=about.version,

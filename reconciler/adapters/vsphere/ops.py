@@ -215,3 +215,23 @@ def datastore_file_url(session: VsphereSession, datacenter: str, datastore_path:
 def session_cookie(session: VsphereSession) -> str:
     """The session cookie (`vmware_soap_session=…`) that authorises datastore file access."""
     return session.call(lambda si: si._stub.cookie)
+
+
+def vm_snapshots(session: VsphereSession, vm_id: str) -> list[tuple[str, str]]:
+    """(MoRef id, name) of every snapshot of the VM, depth first; empty when it has none."""
+
+    def walk(si: vim.ServiceInstance) -> list[tuple[str, str]]:
+        info = _vm(si, vm_id).snapshot
+        found: list[tuple[str, str]] = []
+        stack = list(info.rootSnapshotList) if info is not None else []
+        while stack:
+            tree = stack.pop()
+            found.append((moref_id(tree.snapshot), tree.name))
+            stack.extend(tree.childSnapshotList or ())
+        return found
+
+    return session.call(walk)
+
+
+def power_state(session: VsphereSession, vm_id: str) -> str:
+    return str(session.call(lambda si: _vm(si, vm_id).runtime.powerState))

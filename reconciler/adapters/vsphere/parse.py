@@ -7,9 +7,8 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from pyVmomi import vim
-
 from reconciler.adapters.vsphere.collect import RawInventory, RawObject
+from reconciler.adapters.vsphere.fastpc import as_list, wire_type
 from reconciler.core.observed import (
     ApiType,
     ConnectionState,
@@ -74,7 +73,7 @@ def _folder_paths(objects: Mapping[str, RawObject]) -> dict[str, str]:
 
 
 def _walk_snapshots(trees: Any) -> Iterator[Any]:
-    for tree in trees or ():
+    for tree in as_list(trees):
         yield tree
         yield from _walk_snapshots(tree.childSnapshotList)
 
@@ -94,8 +93,8 @@ def _utc(value: dt.datetime) -> dt.datetime:
 
 def _disks(devices: Any) -> tuple[VmDisk, ...]:
     disks = []
-    for device in devices or ():
-        if not isinstance(device, vim.vm.device.VirtualDisk):
+    for device in as_list(devices):
+        if wire_type(device) != "VirtualDisk":
             continue
         backing = device.backing
         file_name = getattr(backing, "fileName", "") or ""
@@ -112,8 +111,8 @@ def _tags(props: Mapping[str, Any], tag_field: int | None) -> tuple[str, ...]:
     """Tags from the (legacy) `tag` property and from a custom attribute named `tags` holding
     comma-separated `category:tag` values — the attribute is how many shops tag VMs without the vAPI
     tagging service, and what the lab sets."""
-    tags = {tag.key for tag in props.get("tag") or () if getattr(tag, "key", None)}
-    for value in props.get("customValue") or ():
+    tags = {tag.key for tag in as_list(props.get("tag")) if getattr(tag, "key", None)}
+    for value in as_list(props.get("customValue")):
         if tag_field is not None and value.key == tag_field:
             tags.update(t.strip() for t in (getattr(value, "value", "") or "").split(",") if t.strip())
     return tuple(sorted(tags))
@@ -130,7 +129,7 @@ def _tools(props: Mapping[str, Any]) -> ToolsStatus:
 
 def _mgmt_speed(props: Mapping[str, Any]) -> int | None:
     """Speed of the NIC behind the management vmkernel port (vmk0 by convention), else the fastest."""
-    pnics = props.get("config.network.pnic") or ()
+    pnics = as_list(props.get("config.network.pnic"))
     speeds = {p.device: p.linkSpeed.speedMb for p in pnics if getattr(p, "linkSpeed", None)}
     return max(speeds.values()) if speeds else None
 
