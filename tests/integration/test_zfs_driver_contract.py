@@ -1,0 +1,231 @@
+"""The ZfsDriver contract: every driver behaves the same on a real pool (zfs-fuse here; OpenZFS with
+/dev/zfs for the pyzfs driver)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reconciler.adapters.zfs import pyzfs_unavailable_reason, select_driver
+from reconciler.adapters.zfs.base import ZfsDriver, ZfsError
+from reconciler.adapters.zfs.cli import CliZfsDriver
+
+pytestmark = pytest.mark.lab
+
+DISKS_JSON = json.dumps(
+    [{"key": 2000, "changeId": "52 3c 7e/17", "capacity": 4294967296,
+      "backing": "[ds1] web-01/web \"01\".vmdk", "sha256": None}],
+    separators=(",", ":"),
+)
+
+
+@pytest.fixture(params=["cli", "pyzfs"])
+def driver(request: pytest.FixtureRequest) -> ZfsDriver:
+    if request.param == "pyzfs":
+        reason = pyzfs_unavailable_reason()
+        if reason:
+            pytest.skip(f"pyzfs driver cannot run here: {reason}")
+        from reconciler.adapters.zfs.pyzfs import PyZfsDriver
+
+        return PyZfsDriver()
+    return CliZfsDriver()
+
+
+def mountpoint_of(driver: ZfsDriver, dataset: str) -> Path:
+    (info,) = [d for d in driver.list_datasets(dataset) if d.name == dataset]
+    assert info.mountpoint is not None
+    return Path(info.mountpoint)
+
+
+def test_driver_satisfies_the_protocol(driver):
+    assert isinstance(driver, ZfsDriver)
+
+
+def test_create_dataset_with_user_properties_is_listed_with_them(driver, zfs_dataset):
+    child = f"{zfs_dataset}/vm1"
+    driver.create_dataset(child, {"reconciler:managed": "true", "reconciler:vm-name": "web 01"})
+    wanted = ["reconciler:managed", "reconciler:vm-name"]
+    listed = {d.name: d for d in driver.list_datasets(zfs_dataset, wanted)}
+    assert set(listed) == {zfs_dataset, child}
+    assert listed[child].properties == {"reconciler:managed": "true", "reconciler:vm-name": "web 01"}
+    assert listed[zfs_dataset].properties == {}
+    assert listed[child].used > 0 and listed[child].referenced > 0
+    assert listed[child].mountpoint and Path(listed[child].mountpoint).is_dir()
+
+
+def test_inherited_user_properties_are_not_reported_as_the_childs_own(driver, zfs_dataset):
+    driver.set_properties(zfs_dataset, {"reconciler:policy": "gold"})
+    driver.create_dataset(f"{zfs_dataset}/child")
+    listed = {d.name: d.properties for d in driver.list_datasets(zfs_dataset, ["reconciler:policy"])}
+    assert listed == {zfs_dataset: {"reconciler:policy": "gold"}, f"{zfs_dataset}/child": {}}
+
+
+def test_property_values_round_trip_exactly_including_json_with_spaces_and_quotes(driver, zfs_dataset):
+    values = {
+        "reconciler:disks": DISKS_JSON,
+        "reconciler:vm-name": "Ünïcode name  with  double spaces",
+        "reconciler:policy": "it's \"quoted\" = yes",
+    }
+    driver.set_properties(zfs_dataset, values)
+    (info,) = driver.list_datasets(zfs_dataset, list(values))
+    assert info.properties == values
+    assert json.loads(info.properties["reconciler:disks"])[0]["changeId"] == "52 3c 7e/17"
+
+
+def test_values_that_would_break_listings_are_refused_before_zfs_sees_them(driver, zfs_dataset):
+    with pytest.raises(ZfsError, match="tab or newline"):
+        driver.set_properties(zfs_dataset, {"reconciler:vm-name": "a\tb"})
+    with pytest.raises(ZfsError, match="8191"):
+        driver.set_properties(zfs_dataset, {"reconciler:disks": "x" * 9000})
+
+
+def test_inherit_property_removes_a_local_user_property(driver, zfs_dataset):
+    driver.set_properties(zfs_dataset, {"reconciler:dirty": "20260101T000000Z-abcdef"})
+    driver.inherit_property(zfs_dataset, "reconciler:dirty")
+    (info,) = driver.list_datasets(zfs_dataset, ["reconciler:dirty"])
+    assert info.properties == {}
+
+
+def test_snapshot_carries_its_own_properties_and_not_its_datasets(driver, zfs_dataset):
+    driver.set_properties(zfs_dataset, {"reconciler:managed": "true", "reconciler:dirty": "run-1"})
+    driver.snapshot(f"{zfs_dataset}@reconciler-1", {"reconciler:status": "complete",
+                                                    "reconciler:disks": DISKS_JSON})
+    (snap,) = driver.list_snapshots(zfs_dataset, ["reconciler:managed", "reconciler:dirty",
+                                                 "reconciler:status", "reconciler:disks"])
+    assert snap.name == f"{zfs_dataset}@reconciler-1"
+    assert snap.dataset == zfs_dataset and snap.short_name == "reconciler-1"
+    assert snap.properties == {"reconciler:status": "complete", "reconciler:disks": DISKS_JSON}
+    assert snap.userrefs == 0
+    assert snap.created > 1_600_000_000
+
+
+def test_list_snapshots_covers_every_dataset_below_in_creation_order(driver, zfs_dataset):
+    for vm in ("a", "b"):
+        driver.create_dataset(f"{zfs_dataset}/{vm}")
+        for n in range(3):
+            driver.snapshot(f"{zfs_dataset}/{vm}@s{n}")
+    snaps = driver.list_snapshots(zfs_dataset)
+    assert [s.name for s in snaps if s.dataset.endswith("/a")] == [f"{zfs_dataset}/a@s{n}" for n in range(3)]
+    assert [s.name for s in snaps if s.dataset.endswith("/b")] == [f"{zfs_dataset}/b@s{n}" for n in range(3)]
+    assert all("@" not in d.name for d in driver.list_datasets(zfs_dataset))
+
+
+def test_snapshot_whose_properties_cannot_be_set_is_not_left_behind(driver, zfs_dataset):
+    with pytest.raises(ZfsError):
+        # `used` is read-only: the property step fails after (zfs-fuse) or with (libzfs_core) creation.
+        driver.snapshot(f"{zfs_dataset}@half", {"reconciler:status": "complete", "used": "1"})
+    assert not driver.exists(f"{zfs_dataset}@half")
+    assert driver.list_snapshots(zfs_dataset) == []
+
+
+def test_a_hold_is_counted_in_userrefs_and_blocks_destroy_until_released(driver, zfs_dataset):
+    snap = f"{zfs_dataset}@held"
+    driver.snapshot(snap)
+    driver.hold(snap, "reconciler-test")
+    (info,) = driver.list_snapshots(zfs_dataset)
+    assert info.userrefs == 1
+    with pytest.raises(ZfsError, match=r"held|busy"):
+        driver.destroy_snapshot(snap)
+    assert driver.exists(snap)
+    driver.release(snap, "reconciler-test")
+    driver.destroy_snapshot(snap)
+    assert not driver.exists(snap)
+
+
+def test_release_of_an_unknown_tag_is_an_error(driver, zfs_dataset):
+    driver.snapshot(f"{zfs_dataset}@s")
+    with pytest.raises(ZfsError):
+        driver.release(f"{zfs_dataset}@s", "never-held")
+
+
+def test_destroy_snapshots_removes_a_batch_and_keeps_the_rest(driver, zfs_dataset):
+    names = [f"{zfs_dataset}@s{n}" for n in range(5)]
+    for name in names:
+        driver.snapshot(name)
+    driver.destroy_snapshots(names[:3])
+    assert [s.name for s in driver.list_snapshots(zfs_dataset)] == names[3:]
+
+
+def test_destroy_snapshot_refuses_a_dataset_name(driver, zfs_dataset):
+    with pytest.raises(ZfsError, match="not a snapshot name"):
+        driver.destroy_snapshot(zfs_dataset)
+    assert driver.exists(zfs_dataset)
+
+
+def test_rollback_restores_the_live_image_to_the_latest_snapshot(driver, zfs_dataset):
+    image = mountpoint_of(driver, zfs_dataset) / "disk-2000.raw"
+    image.write_bytes(b"good")
+    driver.snapshot(f"{zfs_dataset}@good")
+    image.write_bytes(b"half-written backup")
+    driver.rollback(f"{zfs_dataset}@good")
+    assert image.read_bytes() == b"good"
+
+
+def test_rollback_to_an_older_snapshot_is_refused(driver, zfs_dataset):
+    driver.snapshot(f"{zfs_dataset}@old")
+    driver.snapshot(f"{zfs_dataset}@new")
+    with pytest.raises(ZfsError):
+        driver.rollback(f"{zfs_dataset}@old")
+    assert driver.exists(f"{zfs_dataset}@new")
+
+
+def test_clone_shows_the_snapshot_contents_and_is_destroyable_at_once(driver, zfs_dataset):
+    (mountpoint_of(driver, zfs_dataset) / "disk-2000.raw").write_bytes(b"frozen")
+    driver.snapshot(f"{zfs_dataset}@s")
+    driver.clone(f"{zfs_dataset}@s", f"{zfs_dataset}-restore")
+    try:
+        assert (mountpoint_of(driver, f"{zfs_dataset}-restore") / "disk-2000.raw").read_bytes() == b"frozen"
+    finally:
+        driver.destroy_dataset(f"{zfs_dataset}-restore")  # right after creation: "busy" is retried
+    assert not driver.exists(f"{zfs_dataset}-restore")
+
+
+def test_destroy_dataset_right_after_creating_it_succeeds(driver, zfs_dataset):
+    for n in range(3):
+        name = f"{zfs_dataset}/short-lived{n}"
+        driver.create_dataset(name)
+        (mountpoint_of(driver, name) / "f").write_bytes(b"x")
+        driver.destroy_dataset(name)
+        assert not driver.exists(name)
+
+
+def test_destroy_dataset_recursive_takes_children_and_snapshots(driver, zfs_dataset):
+    parent = f"{zfs_dataset}/repo"
+    driver.create_dataset(parent)
+    driver.create_dataset(f"{parent}/vm")
+    driver.snapshot(f"{parent}/vm@s")
+    with pytest.raises(ZfsError):
+        driver.destroy_dataset(parent)
+    driver.destroy_dataset(parent, recursive=True)
+    assert not driver.exists(parent)
+
+
+def test_exists_tells_datasets_and_snapshots_apart_from_missing_ones(driver, zfs_dataset):
+    driver.snapshot(f"{zfs_dataset}@s")
+    assert driver.exists(zfs_dataset)
+    assert driver.exists(f"{zfs_dataset}@s")
+    assert not driver.exists(f"{zfs_dataset}/nope")
+    assert not driver.exists(f"{zfs_dataset}@nope")
+
+
+def test_pool_free_is_a_byte_count(driver, zpool):
+    assert driver.pool_free(zpool.name) > 1 << 30
+
+
+def test_errors_name_the_command_and_what_zfs_said(driver, zfs_dataset):
+    with pytest.raises(ZfsError) as caught:
+        driver.list_snapshots(f"{zfs_dataset}/missing")
+    assert "does not exist" in str(caught.value)
+    assert caught.value.command
+
+
+def test_auto_selects_the_cli_without_dev_zfs_and_explicit_pyzfs_explains_why_not():
+    if pyzfs_unavailable_reason() is None:
+        pytest.skip("this machine can run pyzfs")
+    assert select_driver("auto").name == "cli"
+    with pytest.raises(ZfsError, match=r"/dev/zfs|libzfs_core"):
+        select_driver("pyzfs")
+    with pytest.raises(ZfsError, match="unknown ZFS driver"):
+        select_driver("fast")
