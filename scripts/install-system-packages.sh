@@ -14,6 +14,7 @@ PACKAGES=(
   python3-guestfs libguestfs-tools linux-image-amd64
   # building real disk images in tests
   gdisk ntfs-3g xfsprogs btrfs-progs lvm2 cryptsetup-bin dosfstools exfatprogs qemu-utils
+  fdisk fuse3 e2fsprogs  # sfdisk writes the tables; fusermount for NTFS directories via ntfs-3g
   # the venv and the journal's CLI
   python3-venv sqlite3
 )
