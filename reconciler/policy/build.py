@@ -33,6 +33,7 @@ from reconciler.policy.model import (
     SecretRef,
     Selector,
     Transport,
+    VerifyMode,
     Weekday,
 )
 from reconciler.policy.safe_yaml import Document
@@ -261,6 +262,7 @@ def _policy(check: _Checker, name: str, spec: dict[str, Any], built: Built) -> P
         quiesce=Quiesce(spec.get("quiesce", "preferred")),
         transports=tuple(Transport(t) for t in spec.get("transports", ("nbd",))),
         paused=spec.get("paused", False),
+        verify=VerifyMode(spec.get("verify", "none")),
     )
 
 

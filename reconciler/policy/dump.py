@@ -131,6 +131,8 @@ def _policy(p: ProtectionPolicy) -> dict[str, Any]:
         spec["transports"] = [str(t) for t in p.transports]
     if p.paused:
         spec["paused"] = True
+    if p.verify != "none":
+        spec["verify"] = str(p.verify)
     return spec
 
 

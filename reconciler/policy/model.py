@@ -170,6 +170,13 @@ class Transport(StrEnum):
     HOTADD = "hotadd"
 
 
+class VerifyMode(StrEnum):
+    """Whether each backup is verified (`reconciler verify`) right after it completes."""
+
+    NONE = "none"
+    AFTER_BACKUP = "after-backup"
+
+
 @dataclass(frozen=True)
 class ProtectionPolicy:
     name: str
@@ -182,6 +189,7 @@ class ProtectionPolicy:
     quiesce: Quiesce = Quiesce.PREFERRED
     transports: tuple[Transport, ...] = (Transport.NBD,)
     paused: bool = False
+    verify: VerifyMode = VerifyMode.NONE
     location: Location = field(default=Location("<memory>"), compare=False)
 
 
