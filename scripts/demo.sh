@@ -94,4 +94,33 @@ for export in state["exports"][:2]:
         print(f"  {disk.size / 2**30:.0f} GiB, read-only: {disk.read_only}, LBA 1 starts {header!r}: {table}")
 EOF
 
+# -- backups (issue 5): plan → apply → a guest write → an incremental → status ---------------------------
+BACKUP_STATE="$STATE_DIR/state"  # the journal of this demo's runs
+LATER="$(date -u -d '+5 hours' +%Y-%m-%dT%H:%M:%SZ)"  # the lab's schedule is 4-hourly at night: be due
+
+step "What apply would do"
+echo "\$ reconciler plan policies/"
+"$RECONCILER" plan policies/ --state-dir "$BACKUP_STATE"
+
+step "Applying: pair the VMs, enable CBT, full backups (each lands as a ZFS snapshot)"
+echo "\$ reconciler apply policies/ --auto-approve"
+"$RECONCILER" apply policies/ --auto-approve --state-dir "$BACKUP_STATE" || fail "apply failed"
+zfs list -t snapshot -o name,used,reconciler:kind -r "$RECONCILER_LAB_DATASET"
+
+step "The guest of web-01 writes 1 MiB (CBT records the change)"
+echo "\$ reconciler lab write web-01 2000 --offset 104857600 --length 1048576 --random"
+"$RECONCILER" lab write web-01 2000 --offset 104857600 --length 1048576 --random
+
+step "Five hours later the plan shows incrementals"
+echo "\$ reconciler plan policies/ --at $LATER"
+"$RECONCILER" plan policies/ --state-dir "$BACKUP_STATE" --at "$LATER"
+
+step "Applying: only the changed MiB is read"
+echo "\$ reconciler apply policies/ --auto-approve --at $LATER"
+"$RECONCILER" apply policies/ --auto-approve --state-dir "$BACKUP_STATE" --at "$LATER" || fail "apply failed"
+
+step "Status: last backup, age, chain length, next due"
+echo "\$ reconciler status policies/"
+"$RECONCILER" status policies/ --state-dir "$BACKUP_STATE"
+
 step "Demo complete"

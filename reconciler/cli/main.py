@@ -16,6 +16,12 @@ COMMANDS: dict[str, str] = {
     "lab": "reconciler.cli.lab:lab",
     "inspect": "reconciler.cli.inspect:inspect",
     "plan": "reconciler.cli.plan:plan",
+    "apply": "reconciler.cli.apply:apply",
+    "status": "reconciler.cli.status:status",
+    "watch": "reconciler.cli.watch:watch",
+    "restore": "reconciler.cli.restore:restore",
+    "verify": "reconciler.cli.verify:verify",
+    "backups": "reconciler.cli.backups:backups",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import sys
 from pathlib import Path
@@ -72,7 +73,9 @@ def plan(
     except Exception as exc:
         raise internal_error(exc) from None
     if out is not None:
-        out.write_text(the_plan.to_json() + "\n", encoding="utf-8")
+        # the policy paths travel with the plan so `apply PLANFILE` can load the same policies
+        saved = the_plan.to_dict() | {"policy_paths": [str(p.absolute()) for p in paths]}
+        out.write_text(json.dumps(saved, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if as_json:
         click.echo(render_json(the_plan, explain_retention=explain_retention))
     else:
