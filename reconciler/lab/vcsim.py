@@ -34,6 +34,7 @@ FAULTS = (
     "task-hangs",
     "disk-read-error",
     "host-disconnected",
+    "consolidate-fails",
 )
 
 
@@ -344,6 +345,11 @@ class LabControl:
     def reset_cbt(self, vm: str) -> dict[str, Any]:
         """Start a new CBT epoch on every disk of `vm`: earlier change IDs become invalid."""
         return self._call("POST", f"/vms/{vm}/cbt/reset")
+
+    def set_consolidation_needed(self, vm: str, value: bool = True) -> dict[str, Any]:
+        """Set `runtime.consolidationNeeded` on `vm`, as vSphere does when a snapshot removal left delta
+        disks behind; `ConsolidateVMDisks_Task` clears it (unless `consolidate-fails` is armed)."""
+        return self._call("PUT", f"/vms/{vm}/consolidation-needed", {"value": bool(value)})
 
     def set_fault(self, name: str, **params: Any) -> dict[str, Any]:
         """Arm a fault switch; params: vm, count, seconds, after_bytes (or afterBytes)."""

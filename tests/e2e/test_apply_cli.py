@@ -13,7 +13,8 @@ import pytest
 
 from tests.integration.backup_world import RECONCILER, World, make_world
 
-pytestmark = pytest.mark.lab
+# module-scoped worlds build on each other's steps: keep a module on one xdist worker
+pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("test_apply_cli")]
 
 VM = "app-01"  # CBT off in the lab: its first apply enables it, with the stun cycle
 

@@ -8,7 +8,8 @@ import pytest
 
 from tests.integration.backup_world import MiB, World, make_world
 
-pytestmark = pytest.mark.lab
+# module-scoped worlds build on each other's steps: keep a module on one xdist worker
+pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("test_backup_crash")]
 
 VM = "db-01"
 KEY = 2001  # 1 GiB: verifying it reads a quarter of what web-01's disk costs

@@ -10,7 +10,8 @@ import pytest
 
 from tests.integration.backup_world import MiB, World, make_world, stored_beyond_source
 
-pytestmark = pytest.mark.lab
+# module-scoped worlds build on each other's steps: keep a module on one xdist worker
+pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("test_backup_pipeline")]
 
 VM, OTHER = "web-01", "db-01"
 

@@ -24,7 +24,8 @@ from reconciler.core.plan import Action, Plan
 from reconciler.lab import inventory as inv
 from tests.fixtures.vsphere import start_site
 
-pytestmark = pytest.mark.lab
+# module-scoped worlds build on each other's steps: keep a module on one xdist worker
+pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("test_plan_lab")]
 
 PASSWORD_ENV = "RECONCILER_TEST_LAB_PASSWORD"
 AT = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=2)  # foreign snapshots are old by then

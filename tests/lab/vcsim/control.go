@@ -82,6 +82,8 @@ func (c *control) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.write(w, r, parts[1], parts[3])
 	case r.Method == http.MethodPost && len(parts) == 4 && parts[0] == "vms" && parts[2] == "cbt" && parts[3] == "reset":
 		c.resetCBT(w, parts[1])
+	case r.Method == http.MethodPut && len(parts) == 3 && parts[0] == "vms" && parts[2] == "consolidation-needed":
+		c.setConsolidationNeeded(w, r, parts[1])
 	case r.Method == http.MethodGet && r.URL.Path == "/faults":
 		l.mu.Lock()
 		list := make([]faultSpec, 0, len(l.faults))

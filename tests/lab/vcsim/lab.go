@@ -221,6 +221,7 @@ type faultSpec struct {
 var knownFaults = map[string]bool{
 	"quiesce-fails": true, "snapshot-create-fails": true, "snapshot-remove-fails": true,
 	"session-expires": true, "task-hangs": true, "disk-read-error": true, "host-disconnected": true,
+	"consolidate-fails": true,
 }
 
 // fire reports whether fault name applies to vmName (any VM when the switch names none) and, if

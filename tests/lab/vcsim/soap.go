@@ -81,6 +81,9 @@ func (f *front) serveSOAP(w http.ResponseWriter, r *http.Request) {
 		if f.refuseRemoveSnapshot(w, req) {
 			return
 		}
+	case *types.ConsolidateVMDisks_Task:
+		f.consolidateVMDisks(w, req)
+		return
 	}
 	if method.Name == "Fetch" {
 		f.fetch(w, r, body, method.This)
