@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# The newcomer's tour (`make demo`, after `make setup`): start the lab, check the lab's policy set, show
-# what it declares and what runs, then stop the lab — also when a step fails. Later issues add
-# `reconciler plan` and `reconciler apply` here.
+# The newcomer's tour (`make demo`, after `make setup`): start the lab, check the lab's policy set, plan,
+# apply (full backups land as ZFS snapshots), let a guest write, plan and apply the incrementals, show
+# status — then stop the lab, also when a step fails.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 RECONCILER="${RECONCILER:-.venv/bin/reconciler}"
-PYTHON="${PYTHON:-.venv/bin/python}"
 STATE_DIR="${RECONCILER_LAB_STATE_DIR:-.lab}"
 export RECONCILER_LAB_STATE_DIR="$STATE_DIR"
 
@@ -35,66 +34,10 @@ step "Checking that the policy files are in canonical form"
 echo "\$ reconciler fmt --check policies/"
 "$RECONCILER" fmt --check policies/
 
-step "What the policy set declares"
-"$PYTHON" - policies/ <<'EOF'
-import sys
-
-from rich.console import Console
-from rich.table import Table
-
-from reconciler.policy import load_policies
-
-policies = load_policies(sys.argv[1:])
-console = Console()
-for title, documents, describe in (
-    ("Connections", policies.connections, lambda c: f"{c.address}  user {c.user}"),
-    ("Repositories", policies.repositories, lambda r: f"ZFS {r.dataset}  driver {r.driver}"),
-    ("Schedules", policies.schedules, lambda s: f"{len(s.rules)} rule(s), {s.timezone}" if not s.cron
-     else f"cron {s.cron}, {s.timezone}"),
-    ("Retentions", policies.retentions, lambda r: ", ".join(
-        f"{k}={v}" for k, v in vars(r).items() if k not in ("name", "location") and v)),
-):
-    table = Table(title=title, title_justify="left")
-    table.add_column("name")
-    table.add_column("declares")
-    for name, document in documents.items():
-        table.add_row(name, describe(document))
-    console.print(table)
-table = Table(title="Protection policies", title_justify="left")
-for column in ("name", "connection → repository", "schedule / retention", "selects", "quiesce"):
-    table.add_column(column)
-for name, policy in policies.policies.items():
-    selects = [f"{k} {', '.join(map(str, v))}" for k, v in vars(policy.select).items() if v and k != "exclude"]
-    if policy.select.exclude is not None:
-        selects.append("except " + "; ".join(
-            f"{k} {', '.join(map(str, v))}" for k, v in vars(policy.select.exclude).items() if v and k != "exclude"))
-    table.add_row(name + (" (paused)" if policy.paused else ""),
-                  f"{policy.connection} → {policy.repository}",
-                  f"{policy.schedule} / {policy.retention}", "\n".join(selects), str(policy.quiesce))
-console.print(table)
-EOF
-
 step "What runs"
 echo "\$ reconciler lab status"
 "$RECONCILER" lab status
 
-step "Reading VM disks over NBD, as a backup will (nbdkit curl plugin -> libnbd)"
-"$PYTHON" - "$STATE_DIR/lab.json" <<'EOF'
-import json
-import sys
-
-from reconciler.adapters.nbd.client import NbdClient
-
-state = json.load(open(sys.argv[1]))
-for export in state["exports"][:2]:
-    with NbdClient.open(export["uri"]) as disk:
-        header = disk.pread(512, 8)  # LBA 1: a GPT header starts with "EFI PART"
-        table = "a GPT partition table" if header == b"EFI PART" else "no GPT"
-        print(f"{export['name']}: {export['uri']}")
-        print(f"  {disk.size / 2**30:.0f} GiB, read-only: {disk.read_only}, LBA 1 starts {header!r}: {table}")
-EOF
-
-# -- backups (issue 5): plan → apply → a guest write → an incremental → status ---------------------------
 BACKUP_STATE="$STATE_DIR/state"  # the journal of this demo's runs
 LATER="$(date -u -d '+5 hours' +%Y-%m-%dT%H:%M:%SZ)"  # the lab's schedule is 4-hourly at night: be due
 
@@ -122,5 +65,7 @@ echo "\$ reconciler apply policies/ --auto-approve --at $LATER"
 step "Status: last backup, age, chain length, next due"
 echo "\$ reconciler status policies/"
 "$RECONCILER" status policies/ --state-dir "$BACKUP_STATE"
+echo "\$ zfs list -t snapshot -r $RECONCILER_LAB_DATASET"
+zfs list -t snapshot -o name,used,reconciler:kind,reconciler:bytes-read -r "$RECONCILER_LAB_DATASET"
 
 step "Demo complete"
