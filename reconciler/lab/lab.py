@@ -11,18 +11,16 @@ import contextlib
 import datetime as dt
 import functools
 import json
-import os
 import shlex
 import shutil
-import signal
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from reconciler.adapters import processes
 from reconciler.adapters.nbd.server import CurlSource
 from reconciler.lab.nbd import ExportRecord, NbdExport, Via, export_name, stop_export
 
@@ -515,29 +513,17 @@ def _stop_component(component: SiteState | PoolState, state_dir: Path) -> None:
     if isinstance(component, PoolState):
         _stop_pool(component, state_dir)
     else:
-        _terminate(component.pid, _vcsim_running)
-
-
-def _process_name(pid: int) -> str | None:
-    """argv[0]'s base name of a live process; None when gone or a zombie (nobody reaps orphans here)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
-    except OSError:
-        return None
-    if stat.rpartition(")")[2].split()[0] in ("Z", "X") or not argv0:
-        return None
-    return Path(argv0.decode(errors="replace")).name
+        processes.terminate(component.pid, _vcsim_running)
 
 
 def _vcsim_running(pid: int) -> bool:
     from reconciler.lab.vcsim import DEFAULT_BINARY
 
-    return _process_name(pid) == DEFAULT_BINARY.name
+    return processes.program_name(pid) == DEFAULT_BINARY.name
 
 
 def _nbdkit_running(pid: int) -> bool:
-    return _process_name(pid) == "nbdkit"
+    return processes.program_name(pid) == "nbdkit"
 
 
 def _datastore_url(site: SiteState, disk: dict[str, Any]) -> str:
@@ -547,24 +533,3 @@ def _datastore_url(site: SiteState, disk: dict[str, Any]) -> str:
     return CurlSource.for_datastore_disk(base_url, site.datacenter, disk["datastorePath"]).url
 
 
-def _terminate(pid: int, is_running: Any, timeout: float = 15.0) -> bool:
-    """SIGTERM (the process cleans up after itself), then SIGKILL after `timeout`."""
-    if not is_running(pid):
-        return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _reap(pid)
-        if not is_running(pid):
-            return True
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    _reap(pid)
-    return True
-
-
-def _reap(pid: int) -> None:
-    """Collect our own child's exit status so it does not linger as a zombie (this machine's init never
-    reaps orphans); a process started by another `reconciler` is not ours to wait for."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
+from reconciler.adapters import processes
 from reconciler.adapters.zfs.base import ZfsError
 from reconciler.adapters.zfs.runner import BUSY_DELAYS, run
 
@@ -117,7 +118,7 @@ def ensure_daemon() -> None:
         return
     pidfile = DAEMON_DIR / "zfs-fuse.pid"
     old = _read_pid(pidfile)
-    if old is not None and _alive(old):
+    if old is not None and processes.alive(old):
         _wait_gone(old)  # a daemon still shutting down holds zfs-fuse's own lock
     pidfile.unlink(missing_ok=True)
     if shutil.which("zfs-fuse") is None:
@@ -133,7 +134,7 @@ def ensure_daemon() -> None:
 def stop_daemon_if_idle() -> bool:
     """Stop the daemon if we started it and no pool is imported. Call with `daemon_lock()` held."""
     pid = _read_pid(DAEMON_DIR / "zfs-fuse.pid")
-    if pid is None or not _alive(pid):
+    if pid is None or not processes.alive(pid):
         (DAEMON_DIR / "zfs-fuse.pid").unlink(missing_ok=True)
         return False
     if daemon_running() and imported_pools():
@@ -152,7 +153,7 @@ def reap_orphan_test_pools() -> list[str]:
             return reaped
         for name in imported_pools():
             match = re.match(rf"^{TEST_POOL_PREFIX}(\d+)-", name)
-            if match and not _alive(int(match.group(1))):
+            if match and not processes.alive(int(match.group(1))):
                 with contextlib.suppress(ZfsError):
                     _retry_busy(["zpool", "destroy", "-f", name])
                     reaped.append(name)
@@ -170,19 +171,9 @@ def _read_pid(pidfile: Path) -> int | None:
     return pid if comm == "zfs-fuse" else None
 
 
-def _alive(pid: int) -> bool:
-    """Running and not a zombie (this machine's init does not reap orphans, and kill(pid, 0) succeeds
-    on a zombie)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
-
-
 def _wait_gone(pid: int) -> None:
     deadline = time.monotonic() + _STOP_TIMEOUT
-    while _alive(pid):
+    while processes.alive(pid):
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
             time.sleep(0.5)

@@ -12,7 +12,6 @@ from reconciler.adapters.zfs.cli import CliZfsDriver
 from reconciler.lab.zfs import (
     TEST_POOL_PREFIX,
     ZfsFusePool,
-    _alive,
     _read_pid,
     daemon_running,
     imported_pools,
@@ -72,9 +71,6 @@ def test_test_pool_of_a_dead_process_is_reaped(zpool, tmp_path):
         orphan.stop()
 
 
-def test_a_finished_process_is_not_alive_and_we_are():
-    assert _alive(os.getpid())
-    assert not _alive(_pid_of_a_finished_process())
 
 
 def test_stale_pidfile_naming_an_unrelated_process_is_ignored(tmp_path):

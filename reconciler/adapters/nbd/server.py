@@ -8,11 +8,8 @@ passed as `+FILE` references, which nbdkit reads itself.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -21,6 +18,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlencode
+
+from reconciler.adapters import processes
 
 NBDKIT = "nbdkit"
 
@@ -303,30 +302,9 @@ def _default_pidfile(listen: Listen) -> Path:
 
 def is_nbdkit_pid(pid: int) -> bool:
     """True when `pid` is a live nbdkit process (guards against signalling a recycled pid)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return Path(cmdline.split(b"\0", 1)[0].decode(errors="replace")).name == NBDKIT
+    return processes.program_name(pid) == NBDKIT
 
 
 def stop_pid(pid: int, timeout: float = 10.0) -> bool:
     """Stop an nbdkit started by another process (from a state file). Returns whether one was running."""
-    if not is_nbdkit_pid(pid):
-        return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _reap(pid)
-        if not is_nbdkit_pid(pid):
-            return True
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    _reap(pid)
-    return True
-
-
-def _reap(pid: int) -> None:
-    """Collect the exit status when nbdkit is our own child, so no zombie lingers."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+    return processes.terminate(pid, is_nbdkit_pid, timeout)

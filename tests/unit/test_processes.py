@@ -1,0 +1,34 @@
+"""Helper processes: liveness ignores zombies, and only our own program is ever signalled."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from reconciler.adapters import processes
+
+
+def test_a_running_process_is_alive_and_has_its_program_name():
+    assert processes.alive(os.getpid())
+    assert processes.program_name(os.getpid()) == os.path.basename(sys.executable)
+
+
+def test_a_zombie_is_not_alive():
+    child = subprocess.Popen(["true"])
+    while processes.alive(child.pid):  # exits at once; stays a zombie until waited for
+        pass
+    assert processes.program_name(child.pid) is None
+    child.wait()
+
+
+def test_terminate_leaves_a_process_of_another_program_alone():
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert not processes.terminate(child.pid, lambda pid: processes.program_name(pid) == "nbdkit")
+        assert child.poll() is None
+        assert processes.terminate(child.pid, lambda pid: processes.program_name(pid) == "sleep", timeout=5)
+        assert child.wait(5) is not None
+    finally:
+        child.kill()
+        child.wait()
