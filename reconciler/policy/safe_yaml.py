@@ -144,7 +144,14 @@ def _check_duplicate_keys(text: str, locate: Locator) -> tuple[list[PolicyError]
                 first: dict[str, Node] = {}
                 for key, value in current.value:
                     stack.append(value)
-                    if not isinstance(key, ScalarNode) or key.value == "<<":
+                    if not isinstance(key, ScalarNode):
+                        # a list or mapping as a key (`? [a]`): never valid here, and unhashable for the loader
+                        kind = "list" if isinstance(key, SequenceNode) else "mapping"
+                        errors.append(PolicyError(_mark_location(locate, key.start_mark),
+                                                  f"mapping key must be a string, not a {kind}",
+                                                  "write the key as plain text, e.g. `name: value`"))
+                        continue
+                    if key.value == "<<":
                         stack.append(key)
                         continue
                     if key.value in first:

@@ -36,6 +36,8 @@ CASES = [
         [(5, 1, "missing required field 'dataset' in spec")],
     ),
     ("document_not_a_mapping", "- just\n- a list\n", [(1, 1, "a policy document must be a mapping")]),
+    ("complex_key_list", DOC + "  ? [a, [b]]\n  : 1\n", [(6, 5, "mapping key must be a string, not a list")]),
+    ("complex_key_mapping", "? {a: [1]}\n: b\n", [(1, 3, "mapping key must be a string, not a mapping")]),
     (
         "wrong_api_version",
         DOC.replace("reconciler/v1", "reconciler/v2") + "  keepLast: 1\n",
