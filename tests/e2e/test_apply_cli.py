@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.adapters.vsphere import ops
 from tests.integration.backup_world import RECONCILER, World, make_world
 
 # module-scoped worlds build on each other's steps: keep a module on one xdist worker
@@ -21,7 +22,10 @@ VM = "app-01"  # CBT off in the lab: its first apply enables it, with the stun c
 
 @pytest.fixture(scope="module")
 def world(lab, tmp_path_factory) -> World:
-    return make_world(lab, tmp_path_factory.mktemp("cli"), "apply-cli", (VM,))
+    world = make_world(lab, tmp_path_factory.mktemp("cli"), "apply-cli", (VM,))
+    # the session lab is shared: another module may have backed the VM up (and so enabled CBT) before
+    ops.set_change_tracking(world.session, world.vm_id(VM), False)
+    return world
 
 
 def reconciler(world: World, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
