@@ -63,11 +63,15 @@ _RUNNERS: dict[Action, Callable[[ActionContext], str]] = {
 
 class Executor:
     def __init__(self, plan: Plan, policies: PolicySet, observed: Observed, sessions: Sessions,
-                 journals: ThreadJournals, run_id: str, options: ApplyOptions, emit: Callable[[Event], None]) -> None:
+                 journals: ThreadJournals, run_id: str, options: ApplyOptions, emit: Callable[[Event], None], *,
+                 cancel: threading.Event | None = None, drain: threading.Event | None = None) -> None:
+        """`drain` set: no new change starts, running ones finish. `cancel` set: transfers stop now, VMware
+        snapshots are still removed, nothing half-done is marked complete (both for `watch`'s stop)."""
         self.plan, self.policies, self.observed = plan, policies, observed
         self.sessions, self.journals, self.run_id = sessions, journals, run_id
         self.options, self.emit = options, emit
-        self.cancel = threading.Event()
+        self.cancel = cancel if cancel is not None else threading.Event()
+        self.drain = drain if drain is not None else threading.Event()
         self.throttles = HostThrottles()
         self._host_slots: dict[tuple[str, str], threading.Semaphore] = {}
         self._slots_lock = threading.Lock()
@@ -159,6 +163,8 @@ class Executor:
             index = self.plan.changes.index(change)
             if self.cancel.is_set():
                 outcomes[index] = self._skip(change, "interrupted before it started")
+            elif self.drain.is_set():
+                outcomes[index] = self._skip(change, "not started: stopping (the next run does it)")
             elif blocked is not None:
                 outcomes[index] = self._skip(change, blocked)
             else:
@@ -186,10 +192,21 @@ class Executor:
                     result = run_backup(ctx)
                 summary = (f"{result.kind.value}, {result.consistency}, read {_size(result.bytes_read)}, "
                            f"wrote {_size(result.bytes_written)} → {result.snapshot}")
-                outcome = Outcome(change, Result.SUCCEEDED, summary, seconds=time.monotonic() - started,
-                                  backup=result, notes=tuple(ctx.notes))
                 detail = {"snapshot": result.snapshot, "kind": result.kind.value, "bytesRead": result.bytes_read,
                           "bytesWritten": result.bytes_written, "consistency": result.consistency}
+                if result.verify_result is not None:
+                    detail["verifyResult"] = result.verify_result
+                if result.verify_failed:
+                    # the snapshot stays (it is complete, and flagged on the snapshot); the run must not look fine
+                    error = (f"backup {result.snapshot} was taken but its verification {result.verify_result} "
+                             "(kept, flagged reconciler:verify-result)")
+                    outcome = Outcome(change, Result.FAILED, summary, error=error,
+                                      seconds=time.monotonic() - started, backup=result, notes=tuple(ctx.notes))
+                    self._journal(change, EventStatus.FAILED, {**detail, "error": error})
+                    self._emit_done(outcome)
+                    return outcome
+                outcome = Outcome(change, Result.SUCCEEDED, summary, seconds=time.monotonic() - started,
+                                  backup=result, notes=tuple(ctx.notes))
             else:
                 summary = _RUNNERS[change.action](ctx)
                 outcome = Outcome(change, Result.SUCCEEDED, summary, seconds=time.monotonic() - started,
@@ -225,7 +242,8 @@ class Executor:
                 "seconds": round(outcome.seconds, 3)}
         if outcome.backup is not None:
             data |= {"kind": outcome.backup.kind.value, "bytes_read": outcome.backup.bytes_read,
-                     "bytes_written": outcome.backup.bytes_written, "snapshot": outcome.backup.snapshot}
+                     "bytes_written": outcome.backup.bytes_written, "snapshot": outcome.backup.snapshot,
+                     "verify_result": outcome.backup.verify_result}
         self.emit(Event(Kind.ACTION_DONE, outcome.change.vm.name, outcome.change.action.value,
                         {k: v for k, v in data.items() if v not in ("", None)}))
 

@@ -41,8 +41,12 @@ def new_run_id(now: dt.datetime) -> str:
 @click.option("--at", "at", metavar="TIME", help="Plan as if now were TIME (ISO-8601; default: now).")
 @click.option("--task-timeout", type=click.FloatRange(1), default=1800.0, show_default=True,
               help="Seconds to wait for one vSphere task (snapshot create/remove, reconfigure).")
+@click.option("--metrics-textfile", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="RECONCILER_METRICS_TEXTFILE", show_envvar=True,
+              help="Write Prometheus metrics here at the end (a *.prom file in node_exporter's textfile directory).")
 def apply(paths: tuple[Path, ...], auto_approve: bool, as_json: bool, state_dir: Path | None, parallel: int,
-          targets: tuple[str, ...], allow_mass_prune: bool, at: str | None, task_timeout: float) -> None:
+          targets: tuple[str, ...], allow_mass_prune: bool, at: str | None, task_timeout: float,
+          metrics_textfile: Path | None) -> None:
     """Make the world match the policies: PATH… (plan now) or a PLANFILE saved by `plan --out`."""
     from reconciler.apply.context import ApplyOptions
 
@@ -52,7 +56,7 @@ def apply(paths: tuple[Path, ...], auto_approve: bool, as_json: bool, state_dir:
                            backoff=float(os.environ.get("RECONCILER_RETRY_BACKOFF", "2")))
     try:
         code = _apply(paths, auto_approve, as_json, state_dir or default_state_dir(), targets, allow_mass_prune,
-                      parse_at(at), options)
+                      parse_at(at), options, metrics_textfile)
     except click.exceptions.Exit:
         raise
     except click.ClickException:
@@ -63,7 +67,8 @@ def apply(paths: tuple[Path, ...], auto_approve: bool, as_json: bool, state_dir:
 
 
 def _apply(paths: tuple[Path, ...], auto_approve: bool, as_json: bool, state_dir: Path,
-           targets: tuple[str, ...], allow_mass_prune: bool, now: dt.datetime, options: Any) -> int:
+           targets: tuple[str, ...], allow_mass_prune: bool, now: dt.datetime, options: Any,
+           metrics_textfile: Path | None = None) -> int:
     from dataclasses import replace
 
     from reconciler.adapters.journal.base import JournalError, RunResult
@@ -104,6 +109,8 @@ def _apply(paths: tuple[Path, ...], auto_approve: bool, as_json: bool, state_dir
             if not as_json:
                 render_human(the_plan, console)
             if not the_plan.changes:
+                if metrics_textfile is not None:  # fresh "last success" gauges even when nothing was due
+                    _write_metrics(metrics_textfile, policies, observed, [], [])
                 return EXIT_ERROR if the_plan.has_errors else EXIT_OK
             if not auto_approve and not _approved(console, as_json):
                 return EXIT_ERROR
@@ -132,6 +139,10 @@ def _apply(paths: tuple[Path, ...], auto_approve: bool, as_json: bool, state_dir
                                                      "result": "failed" if failed else "succeeded"}))
             if not as_json:
                 _summary(console, outcomes, run_id)
+            if metrics_textfile is not None:
+                done = {o.change for o in outcomes if o.result is Result.SUCCEEDED}
+                _write_metrics(metrics_textfile, policies, observed, outcomes,
+                               [c for c in the_plan.changes if c not in done])
             if failed:
                 click.echo(f"apply failed for: {', '.join(names)}", err=True)
                 return EXIT_ERROR
@@ -141,6 +152,24 @@ def _apply(paths: tuple[Path, ...], auto_approve: bool, as_json: bool, state_dir
     finally:
         sessions.close()
         journal.close()
+
+
+def _write_metrics(path: Path, policies: Any, observed: Any, outcomes: list[Any], pending: list[Any]) -> None:
+    """The node_exporter textfile, built as `watch` builds its metrics: the pool (read again: the backups
+    just made are there) plus this run's outcomes. A failure to write is reported, never fails the run."""
+    from dataclasses import replace
+
+    from reconciler.adapters import metrics as m
+    from reconciler.adapters.observe import observe_repository
+
+    fresh = tuple(observe_repository(policies.repositories[r.name]) if r.name in policies.repositories else r
+                  for r in observed.repositories)
+    data = m.with_plan(m.with_outcomes(m.from_observed(replace(observed, repositories=fresh)), outcomes,
+                                       dt.datetime.now(dt.UTC)), pending)
+    try:
+        m.write_textfile(path, data)
+    except OSError as exc:
+        click.echo(f"warning: could not write the metrics textfile {path}: {exc.strerror or exc}", err=True)
 
 
 def _saved_plan(paths: tuple[Path, ...], plan_type: Any, format_error: Any) -> tuple[Any, tuple[Path, ...]]:

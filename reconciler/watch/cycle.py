@@ -63,8 +63,8 @@ class CycleReport:
 def run_cycle(policies: PolicySet, now: dt.datetime, state_dir: Path, mode: ApplyMode, *,
               cancel: threading.Event, emit: Callable[[Any], None], parallel: int = 4,
               task_timeout: float = 1800.0, draining: threading.Event | None = None) -> CycleReport:
-    """`cancel` aborts in-flight work (cleanup still runs); `draining` (a stop was asked for) only keeps a
-    new apply run from starting."""
+    """`cancel` aborts in-flight work (cleanup still runs); `draining` (a stop was asked for) keeps a new apply
+    run, and within a run any change not yet started, from starting; running changes finish."""
     from reconciler.adapters.journal.sqlite import SqliteJournal
     from reconciler.adapters.observe import Sessions
 
@@ -123,8 +123,7 @@ def _apply(first: CycleReport, policies: PolicySet, sessions: Any, journal: Any,
             options = ApplyOptions(parallel=parallel, task_timeout=task_timeout, work_dir=work_dir)
             executor = Executor(replace(plan, changes=selection.apply), policies, observed, sessions,
                                 ThreadJournals(lambda: SqliteJournal(state_dir / "journal.db")), run_id,
-                                options, emit)
-            executor.cancel = cancel  # SIGTERM after the grace period stops transfers; cleanup still runs
+                                options, emit, cancel=cancel, drain=draining)
             try:
                 outcomes = executor.run()
             finally:

@@ -112,3 +112,93 @@ def test_a_block_of_written_zeros_then_data_hashes_like_its_bytes(tmp_path: Path
     leaf = hashlib.sha256(dense.read_bytes()).digest()
     expected = hashlib.sha256(DOMAIN + dense.stat().st_size.to_bytes(8, "big") + (32 * MiB).to_bytes(8, "big") + leaf)
     assert digest == f"{ALGORITHM}:{expected.hexdigest()}"
+
+
+# ---- incremental digests -------------------------------------------------------------------------------
+from reconciler.adapters.checksum import (  # noqa: E402
+    LEAVES_MAGIC,
+    ZERO_LEAF,
+    Leaves,
+    combine,
+    image_leaves,
+    leaves_of,
+    leaves_path,
+    parse_leaves,
+    refresh_digest,
+    update_leaves,
+    write_leaves,
+)
+
+BLOCK = MiB  # small blocks keep these tests fast; the logic is the same at 64 MiB
+
+
+def overwrite(path: Path, offset: int, data: bytes) -> None:
+    with path.open("r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+def test_combined_leaves_equal_the_image_digest(tmp_path: Path) -> None:
+    image = sparse_file(tmp_path / "a", 5 * MiB + 7, {MiB + 3: os.urandom(1000), 5 * MiB: b"tail"})
+    leaves, _ = image_leaves(image, block_size=BLOCK)
+    assert combine(leaves.size, BLOCK, leaves.leaves) == leaves.digest == image_digest(image, block_size=BLOCK)[0]
+
+
+def test_an_update_reads_only_the_touched_blocks_and_matches_a_full_recompute(tmp_path: Path) -> None:
+    image = sparse_file(tmp_path / "a", 8 * MiB, {0: os.urandom(8 * MiB)})
+    old, _ = image_leaves(image, block_size=BLOCK)
+    overwrite(image, 3 * MiB + 100, os.urandom(10))
+    overwrite(image, 6 * MiB - 5, bytes(10))  # straddles blocks 5 and 6: a punched range
+    new, stats = update_leaves(image, old, [(3 * MiB + 100, 10), (6 * MiB - 5, 10)], False, block_size=BLOCK)
+    assert stats.blocks_read == 3
+    assert new.digest == image_digest(image, block_size=BLOCK)[0]
+
+
+def test_a_fresh_image_reads_only_what_the_transfer_wrote(tmp_path: Path) -> None:
+    image = sparse_file(tmp_path / "a", 16 * MiB, {9 * MiB: os.urandom(MiB)})
+    leaves, stats = update_leaves(image, None, [(9 * MiB, MiB)], True, block_size=BLOCK)
+    assert stats.blocks_read == 1 and leaves.leaves.count(ZERO_LEAF) == 15
+    assert leaves.digest == image_digest(image, block_size=BLOCK)[0]
+
+
+def test_without_usable_old_leaves_every_block_is_read(tmp_path: Path) -> None:
+    image = sparse_file(tmp_path / "a", 4 * MiB, {0: os.urandom(4 * MiB)})
+    other_size = Leaves(2 * MiB, BLOCK, (ZERO_LEAF, ZERO_LEAF))
+    for old in (None, other_size):
+        leaves, stats = update_leaves(image, old, [(0, 1)], False, block_size=BLOCK)
+        assert stats.blocks_read == 4 and leaves.digest == image_digest(image, block_size=BLOCK)[0]
+
+
+def test_the_leaves_file_lives_in_the_images_dataset_and_round_trips(tmp_path: Path) -> None:
+    image = sparse_file(tmp_path / "disk-2000.raw", 3 * MiB, {MiB: b"x"})
+    leaves, _ = image_leaves(image, block_size=BLOCK)
+    path = leaves_path(image)
+    assert path == tmp_path / ".reconciler" / "disk-2000.leaves"
+    write_leaves(path, leaves)
+    assert leaves_of(path) == leaves and path.stat().st_size == len(LEAVES_MAGIC) + 24 + 3 * 32 + 32
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "empty"])
+def test_a_damaged_leaves_file_is_not_trusted(tmp_path: Path, damage: str) -> None:
+    leaves = Leaves(3 * MiB, BLOCK, (ZERO_LEAF, os.urandom(32), ZERO_LEAF))
+    data = leaves.to_bytes()
+    broken = {"truncate": data[:-40], "flip": data[:50] + bytes([data[50] ^ 1]) + data[51:],
+              "garbage": os.urandom(len(data)), "empty": b""}[damage]
+    assert parse_leaves(data) == leaves
+    assert parse_leaves(broken) is None
+
+
+def test_refresh_digest_falls_back_to_a_full_recompute_when_the_leaves_file_is_missing_or_corrupt(
+        tmp_path: Path) -> None:
+    image = sparse_file(tmp_path / "disk-1.raw", 6 * MiB, {0: os.urandom(6 * MiB)})
+    first, _ = refresh_digest(image, [(0, 6 * MiB)], fresh=True, block_size=BLOCK)
+    assert first == image_digest(image, block_size=BLOCK)[0]
+    overwrite(image, 2 * MiB, b"changed")
+    leaves_path(image).write_bytes(b"not a leaves file")  # the change outside `touched` must still count
+    second, stats = refresh_digest(image, [], fresh=False, block_size=BLOCK)
+    assert stats.blocks_read == 6 and second == image_digest(image, block_size=BLOCK)[0] != first
+    leaves_path(image).unlink()
+    third, stats = refresh_digest(image, [], fresh=False, block_size=BLOCK)
+    assert stats.blocks_read == 6 and third == second
+    fourth, stats = refresh_digest(image, [], fresh=False, block_size=BLOCK)  # now the leaves are trusted
+    assert stats.blocks_read == 0 and fourth == second
