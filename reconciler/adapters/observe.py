@@ -11,7 +11,7 @@ import datetime as dt
 import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from reconciler.adapters.journal.base import Journal
@@ -33,6 +33,7 @@ from reconciler.core.observed import (
     RepositoryState,
     VmHistory,
     VmState,
+    VolumeFinding,
 )
 from reconciler.policy.model import Connection, PolicySet, Repository
 
@@ -82,11 +83,37 @@ def _unreachable(connection: Connection, error: ConnectionError_, message: str) 
 
 
 def observe_repository(repository: Repository) -> RepositoryState:
+    return _observe_repository(repository)[0]
+
+
+# instanceUuid -> what the VM's last complete backup found on its volumes
+VolumeFindings = dict[str, tuple[VolumeFinding, ...]]
+
+
+def _observe_repository(repository: Repository) -> tuple[RepositoryState, VolumeFindings]:
     try:
         record = read_repository(select_driver(repository.driver.value), repository.dataset)
     except ZfsError as exc:
-        return RepositoryState(repository.name, repository.dataset, reachable=False, error_message=str(exc))
-    return RepositoryState(repository.name, repository.dataset, chains=chains_of(record))
+        state = RepositoryState(repository.name, repository.dataset, reachable=False, error_message=str(exc))
+        return state, {}
+    return RepositoryState(repository.name, repository.dataset, chains=chains_of(record)), volumes_of(record)
+
+
+def volumes_of(record: RepositoryRecord) -> VolumeFindings:
+    """Pure: per VM (by instanceUuid), the volume findings its newest complete backup recorded."""
+    from reconciler.apply.inspection import volume_findings  # the codec of reconciler:volumes
+
+    found: VolumeFindings = {}
+    for ds in record.datasets:
+        complete = [s for s in record.snapshots_of(ds.dataset) if s.complete]
+        if ds.managed and complete:
+            found[ds.instance_uuid] = volume_findings(complete[-1])  # listed oldest first
+    return found
+
+
+def with_volumes(vms: tuple[VmState, ...], found: Mapping[str, tuple[VolumeFinding, ...]]) -> tuple[VmState, ...]:
+    """Pure: the VMs with what their last backup found on their volumes (the plan shows it)."""
+    return tuple(replace(vm, volumes=found[vm.instance_uuid]) if found.get(vm.instance_uuid) else vm for vm in vms)
 
 
 def chains_of(record: RepositoryRecord) -> tuple[Chain, ...]:
@@ -161,10 +188,13 @@ def observe(policies: PolicySet, sessions: Sessions, journal: Journal | None = N
     repositories = sorted(policies.repositories.values(), key=lambda r: r.name)
     with ThreadPoolExecutor(max_workers=MAX_PARALLEL_CONNECTIONS) as pool:
         vsphere = list(pool.map(lambda c: observe_connection(c, sessions), connections))
-        repos = list(pool.map(observe_repository, repositories))
+        repos = list(pool.map(_observe_repository, repositories))
+    found: VolumeFindings = {}
+    for _, volumes in reversed(repos):  # the first repository wins if a VM has chains in several
+        found.update(volumes)
     return Observed(
         connections=tuple(state for state, _ in vsphere),
-        vms=tuple(vm for _, vms in vsphere for vm in vms),
-        repositories=tuple(repos),
+        vms=with_volumes(tuple(vm for _, vms in vsphere for vm in vms), found),
+        repositories=tuple(state for state, _ in repos),
         journal=observe_journal(journal),
     )

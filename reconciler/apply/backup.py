@@ -13,24 +13,27 @@ import hashlib
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from reconciler.adapters.checksum import ChecksumError, refresh_digest
+from reconciler.adapters.inspect import InspectError
 from reconciler.adapters.nbd.client import NbdClient, NbdClientError
 from reconciler.adapters.nbd.copy import copy_ranges
 from reconciler.adapters.nbd.server import CurlSource, Listen, NbdkitError, NbdkitServer, VddkSource
 from reconciler.adapters.secrets import resolve_secret
 from reconciler.adapters.vsphere import ops
 from reconciler.adapters.vsphere.session import VsphereError
-from reconciler.adapters.zfs.backups import backup_properties
+from reconciler.adapters.zfs.backups import VOLUMES_PROPERTY, backup_properties
 from reconciler.adapters.zfs.base import ZfsError
+from reconciler.apply import inspection
 from reconciler.apply.context import ActionContext, ActionFailed, crash_point, retry
 from reconciler.apply.events import Event, Kind
 from reconciler.apply.images import BaseDisk, disk_bases, image_path, open_image, vm_dataset
 from reconciler.core.extents import Range, normalise, read_requests, total
 from reconciler.core.observed import BackupKind, PowerState
 from reconciler.core.plan import DiskPlan
-from reconciler.policy.model import Quiesce
+from reconciler.policy.model import Exclusions, Quiesce, VerifyMode
 
 # vSphere faults that mean "could not quiesce" (a crash-consistent snapshot may still be possible)
 QUIESCE_FAULTS = ("ToolsUnavailable", "ApplicationQuiesceFault", "ToolsNotRunning", "GuestOperationsUnavailable")
@@ -48,6 +51,7 @@ class DiskResult:
     backing: str
     bytes_read: int
     bytes_written: int
+    digest: str | None = None  # `bsha256-64m:` of the image after this backup (see adapters.checksum)
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,11 @@ class BackupResult:
     disks: tuple[DiskResult, ...]
     consistency: str  # "quiesced" or "crash-consistent"
     seconds: float
+    verify_result: str | None = None  # `verify: after-backup`: "ok" or "failed: …"; None when not verified
+
+    @property
+    def verify_failed(self) -> bool:
+        return self.verify_result is not None and self.verify_result != "ok"
 
     @property
     def bytes_read(self) -> int:
@@ -96,6 +105,9 @@ def run_backup(ctx: ActionContext) -> BackupResult:
         work = [_disk_areas(ctx, snapshot_id, disk, plans.get(disk.key), bases.get(disk.key),
                             Path(record.mountpoint)) for disk in disks]
         datacenter = ops.datacenter_of(session, ctx.vm_id)
+        with ctx.step("inspect"):
+            work, volumes = _inspect_volumes(ctx, snapshot_id, datacenter, work, record.dataset,
+                                             Path(record.mountpoint))
         with ctx.step("mark-dirty"):
             repository.mark_dirty(record.dataset, ctx.run_id)
         results = [_transfer(ctx, datacenter, item) for item in work]
@@ -104,13 +116,14 @@ def run_backup(ctx: ActionContext) -> BackupResult:
         props = backup_properties(
             kind.value, created,
             [{"key": r.key, "changeId": r.change_id, "capacity": r.capacity,
-              "backing": live.get(r.key, r.backing), "mode": r.mode.value} for r in results],
+              "backing": live.get(r.key, r.backing), "mode": r.mode.value, "sha256": r.digest} for r in results],
             sum(r.bytes_read for r in results), sum(r.bytes_written for r in results),
         )
+        props[VOLUMES_PROPERTY] = inspection.encode(volumes)
         with ctx.step("zfs-snapshot"):
             snapshot = repository.complete_backup(record.dataset, ctx.run_id, props)
-        return BackupResult(kind, snapshot, tuple(results), consistency, time.monotonic() - started)
-    except (VsphereError, ZfsError, NbdClientError, NbdkitError, OSError) as exc:
+        result = BackupResult(kind, snapshot, tuple(results), consistency, time.monotonic() - started)
+    except (VsphereError, ZfsError, NbdClientError, NbdkitError, ChecksumError, OSError) as exc:
         raise ActionFailed(str(exc)) from exc
     finally:
         if attempted:
@@ -119,6 +132,32 @@ def run_backup(ctx: ActionContext) -> BackupResult:
                     remove_our_snapshot(ctx, name, snapshot_id)
             except ActionFailed:
                 pass  # reported as a note; the next plan lists the snapshot as remove-vm-snapshot
+    _deep_inspect_backup(ctx, volumes, Path(record.mountpoint), result)
+    return _verify_after_backup(ctx, record.dataset, result)  # the VMware snapshot is gone by now
+
+
+def _verify_after_backup(ctx: ActionContext, dataset: str, result: BackupResult) -> BackupResult:
+    """`verify: after-backup`: check the backup just completed (digests, partition tables) and record the
+    outcome on its snapshot. A failure keeps the snapshot (it is complete) but fails the VM's result."""
+    if ctx.policy is None or ctx.policy.verify is not VerifyMode.AFTER_BACKUP:
+        return result
+    if ctx.cancel.is_set():
+        ctx.note("verification skipped: the run was interrupted (run `reconciler verify` later)")
+        return result
+    from reconciler.restore.locate import VERIFIED, VERIFY_RESULT, RestoreError
+    from reconciler.restore.verify import now_iso, verify_after_backup
+
+    driver = ctx.require_repository().driver
+    with ctx.step("verify", cancellable=False):
+        try:
+            outcome = verify_after_backup(driver, dataset, ctx.run_id, exclusions=ctx.policy.exclusions).result
+        except (RestoreError, ZfsError, OSError) as exc:
+            outcome = f"failed: could not verify: {exc}"
+            try:
+                driver.set_properties(result.snapshot, {VERIFIED: now_iso(), VERIFY_RESULT: outcome[:1000]})
+            except ZfsError as again:
+                ctx.note(f"could not record the verification result on {result.snapshot}: {again}")
+    return replace(result, verify_result=outcome)
 
 
 def _create_snapshot(ctx: ActionContext, name: str) -> tuple[str, str]:
@@ -194,6 +233,7 @@ class _DiskWork:
     mode: BackupKind
     areas: tuple[Range, ...] | None  # None: the whole disk, allocation from NBD block status
     image: Path
+    holes: tuple[Range, ...] = ()  # excluded/unsupported volumes: never read, they stay holes
 
 
 def _disk_areas(ctx: ActionContext, snapshot_id: str, disk: ops.SnapshotDisk, planned: DiskPlan | None,
@@ -222,6 +262,51 @@ def _disk_areas(ctx: ActionContext, snapshot_id: str, disk: ops.SnapshotDisk, pl
     return _DiskWork(disk, mode, None, image)
 
 
+def _inspect_volumes(ctx: ActionContext, snapshot_id: str, datacenter: str, work: list[_DiskWork], dataset: str,
+                     mountpoint: Path) -> tuple[list[_DiskWork], inspection.Inspection]:
+    """Each disk's holes from its headers (see `apply.inspection`); a disk whose holes changed since its base
+    backup is read in full instead of incrementally. Never fails the backup."""
+    tag = hashlib.sha1(ctx.change.vm.instance_uuid.encode()).hexdigest()[:8]
+    exclusions = ctx.policy.exclusions if ctx.policy is not None else Exclusions()
+    snapshots = ctx.require_repository().read().snapshots_of(dataset)
+    deep = inspection.recorded_deep(snapshots) if inspection.needs_deep(exclusions) else None
+    found = inspection.inspect_vm(
+        [(w.disk.key, lambda run_dir, w=w: _nbd_source(ctx, datacenter, w, run_dir)) for w in work],
+        exclusions, lambda key: ctx.options.work_dir / f"{tag}-{key}-inspect", deep)
+    for warning in found.warnings:
+        ctx.note(f"volume inspection: {warning}")
+    recorded = inspection.recorded_holes(snapshots)
+    result = []
+    for item in work:
+        if item.mode is BackupKind.INCREMENTAL and inspection.changed_holes(found, recorded, item.disk.key):
+            ctx.note(f"disk {item.disk.key}: read in full: its excluded volumes changed since the last backup")
+            item = _disk_areas(ctx, snapshot_id, item.disk, None, None, mountpoint)
+        result.append(replace(item, holes=found.of(item.disk.key).holes))
+    return result, found
+
+
+def _deep_inspect_backup(ctx: ActionContext, volumes: inspection.Inspection, mountpoint: Path,
+                         result: BackupResult) -> None:
+    """Only when the policy excludes what headers cannot show (UPDs, dedup, mount points), and a disk was read
+    in full or no backup was deep-inspected yet: deep-inspect the images just snapshotted (identical to the
+    snapshot: nothing writes them until the next backup; never the production VM) and record the facts on
+    the snapshot for the next backup."""
+    exclusions = ctx.policy.exclusions if ctx.policy is not None else Exclusions()
+    first_time = volumes.deep is None
+    if not inspection.needs_deep(exclusions) or (
+            not first_time and all(d.mode is BackupKind.INCREMENTAL for d in result.disks)):
+        return
+    images = [(d.key, image_path(mountpoint, d.key)) for d in result.disks]
+    try:
+        with ctx.step("deep-inspect", cancellable=False):
+            props, warnings = inspection.deep_record(volumes, exclusions, images)
+            ctx.require_repository().driver.set_properties(result.snapshot, props)
+        for warning in warnings:
+            ctx.note(f"deep inspection: {warning}")
+    except (InspectError, ZfsError, OSError, ImportError, RuntimeError) as exc:  # guestfs raises RuntimeError
+        ctx.note(f"deep inspection of the backup failed ({exc}); volumes were judged on their headers only")
+
+
 def _incremental_problem(disk: ops.SnapshotDisk, base: BaseDisk | None, image: Path) -> str | None:
     if base is None or not base.change_id:
         return "no earlier backup of this disk with a change ID"
@@ -248,14 +333,18 @@ def _transfer(ctx: ActionContext, datacenter: str, work: _DiskWork) -> DiskResul
             )
             crash_point(ctx.options, "before-fsync")
             os.fsync(fd)
+            # only the blocks this transfer wrote or punched are read again (leaves kept beside the image)
+            digest, digest_cost = refresh_digest(work.image, stats[2], fresh=work.mode is BackupKind.FULL)
         finally:
             os.close(fd)
     ctx.emit(Event(Kind.DISK_DONE, ctx.vm_name, "backup",
-                   {"disk": key, "mode": work.mode.value, "bytes_read": stats[0], "bytes_written": stats[1]}))
-    return DiskResult(key, work.mode, work.disk.change_id, work.disk.capacity, work.disk.backing, *stats)
+                   {"disk": key, "mode": work.mode.value, "bytes_read": stats[0], "bytes_written": stats[1],
+                    "digest_bytes_read": digest_cost.bytes_read}))
+    return DiskResult(key, work.mode, work.disk.change_id, work.disk.capacity, work.disk.backing, *stats[:2], digest)
 
 
-def _copy_disk(ctx: ActionContext, datacenter: str, work: _DiskWork, fd: int) -> tuple[int, int]:
+def _copy_disk(ctx: ActionContext, datacenter: str, work: _DiskWork, fd: int) -> tuple[int, int, list[Range]]:
+    """(bytes read, bytes written, the ranges read: the only ones the image may have changed in)"""
     key = work.disk.key
     # short: a Unix socket path has at most 107 bytes
     run_dir = ctx.options.work_dir / f"{hashlib.sha1(ctx.change.vm.instance_uuid.encode()).hexdigest()[:8]}-{key}"
@@ -271,7 +360,8 @@ def _copy_disk(ctx: ActionContext, datacenter: str, work: _DiskWork, fd: int) ->
                     areas = [Range(e.offset, e.length) for e in client.extents() if not (e.hole or e.zero)]
             else:
                 areas = list(work.areas)
-            requests = read_requests(areas, size=work.disk.capacity, max_request=ctx.options.nbd_request)
+            requests = read_requests(areas, size=work.disk.capacity, holes=work.holes,
+                                     max_request=ctx.options.nbd_request)
             wanted = total(requests)
             ctx.emit(Event(Kind.DISK_STARTED, ctx.vm_name, "backup",
                            {"disk": key, "mode": work.mode.value, "total": wanted}))
@@ -287,7 +377,7 @@ def _copy_disk(ctx: ActionContext, datacenter: str, work: _DiskWork, fd: int) ->
             (run_dir / secret).unlink(missing_ok=True)
     (run_dir / "nbdkit.log").unlink(missing_ok=True)  # kept only when the transfer failed, for a post-mortem
     run_dir.rmdir()
-    return stats.bytes_read, stats.bytes_written
+    return stats.bytes_read, stats.bytes_written, requests
 
 
 def _secret_file(path: Path, value: str) -> Path:

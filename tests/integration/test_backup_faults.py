@@ -137,10 +137,16 @@ def test_a_session_that_expires_mid_backup_is_renewed_without_restarting(world: 
 
 
 def test_a_read_error_mid_stream_is_retried_and_the_image_is_exact(world: World) -> None:
-    world.control.write(VM, KEY, 300 * MiB, length=4 * MiB, pattern="random", seed=22)
+    world.control.write(VM, KEY, 300 * MiB, length=32 * MiB, pattern="random", seed=22)
     expected = world.source_sha(VM, KEY)
-    world.control.set_fault("disk-read-error", vm=VM, count=1, after_bytes=64 * 1024)
-    run = world.apply()
+    armed = []
+
+    def fail_one_read(event: dict, _: object) -> None:
+        # armed once the transfer starts: volume inspection reads the disk's headers before it
+        if event["event"] == "disk-started" and not armed:
+            armed.append(world.control.set_fault("disk-read-error", vm=VM, count=1, after_bytes=64 * 1024))
+
+    run = world.apply_watching(fail_one_read)
     assert run.returncode == 0, run.report()
     assert any("transfer attempt 1 failed" in note for note in run.notes(VM))
     assert world.snapshot_sha(world.complete_backups(VM)[-1].name, KEY) == expected

@@ -27,8 +27,11 @@ DATASET_PROPERTIES = tuple(
 )
 SNAPSHOT_PROPERTIES = tuple(
     PREFIX + p
-    for p in ("managed", "run-id", "kind", "status", "created", "disks", "bytes-read", "bytes-written")
+    for p in ("managed", "run-id", "kind", "status", "created", "disks", "bytes-read", "bytes-written", "volumes",
+              "deep", "verified", "verify-result")
 )
+# what volume inspection found and left unread (compact JSON; encoded by `reconciler.apply.inspection`)
+VOLUMES_PROPERTY = PREFIX + "volumes"
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,10 @@ class BackupSnapshotRecord:
     userrefs: int
     managed: bool  # carries its own reconciler:managed=true: we made it
     problems: tuple[str, ...] = ()  # properties that did not parse (reported, never fatal)
+    volumes: str | None = None  # the raw reconciler:volumes JSON; None for backups made before inspection
+    deep: str | None = None  # the raw reconciler:deep JSON: deep inspection (libguestfs) of this backup's images
+    verified: str | None = None  # reconciler:verified, ISO time of the last verification
+    verify_result: str | None = None  # reconciler:verify-result, "ok" or "failed: …"
 
     @property
     def complete(self) -> bool:
@@ -150,6 +157,10 @@ def snapshot_record(snap: SnapshotInfo) -> BackupSnapshotRecord:
         userrefs=snap.userrefs,
         managed=props.get(PREFIX + "managed") == "true",
         problems=tuple(problems),
+        volumes=props.get(VOLUMES_PROPERTY),
+        deep=props.get(PREFIX + "deep"),
+        verified=props.get(PREFIX + "verified"),
+        verify_result=props.get(PREFIX + "verify-result"),
     )
 
 
