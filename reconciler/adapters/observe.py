@@ -21,6 +21,7 @@ from reconciler.adapters.vsphere.parse import to_observed
 from reconciler.adapters.vsphere.session import ThumbprintMismatch, VsphereError, VsphereSession
 from reconciler.adapters.zfs import ZfsError, select_driver
 from reconciler.adapters.zfs.backups import BackupSnapshotRecord, RepositoryRecord, read_repository
+from reconciler.adapters.zfs.volumes import volume_findings
 from reconciler.core.observed import (
     Backup,
     BackupDisk,
@@ -101,8 +102,6 @@ def _observe_repository(repository: Repository) -> tuple[RepositoryState, Volume
 
 def volumes_of(record: RepositoryRecord) -> VolumeFindings:
     """Pure: per VM (by instanceUuid), the volume findings its newest complete backup recorded."""
-    from reconciler.apply.inspection import volume_findings  # the codec of reconciler:volumes
-
     found: VolumeFindings = {}
     for ds in record.datasets:
         complete = [s for s in record.snapshots_of(ds.dataset) if s.complete]

@@ -119,7 +119,7 @@ def run_backup(ctx: ActionContext) -> BackupResult:
               "backing": live.get(r.key, r.backing), "mode": r.mode.value, "sha256": r.digest} for r in results],
             sum(r.bytes_read for r in results), sum(r.bytes_written for r in results),
         )
-        props[VOLUMES_PROPERTY] = inspection.encode(volumes)
+        props[VOLUMES_PROPERTY] = inspection.encode(volumes.disks)
         with ctx.step("zfs-snapshot"):
             snapshot = repository.complete_backup(record.dataset, ctx.run_id, props)
         result = BackupResult(kind, snapshot, tuple(results), consistency, time.monotonic() - started)

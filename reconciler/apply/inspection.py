@@ -22,7 +22,6 @@ the production VM. Its facts are recorded as `reconciler:deep`; the next backup 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -36,28 +35,24 @@ from reconciler.adapters.nbd.client import NbdClient, NbdClientError
 from reconciler.adapters.nbd.server import Listen, NbdkitError, NbdkitServer
 from reconciler.adapters.zfs.backups import PREFIX, VOLUMES_PROPERTY, BackupSnapshotRecord
 from reconciler.adapters.zfs.base import MAX_USER_PROPERTY_BYTES
-from reconciler.core.extents import Range, normalise
-from reconciler.core.observed import VolumeFinding
+from reconciler.adapters.zfs.volumes import (  # noqa: F401 - re-exported for the pipeline and tests
+    FORMAT_VERSION,
+    NO_HOLES_DIGEST,
+    DiskInspection,
+    RecordedDisk,
+    decode,
+    encode,
+    holes_digest,
+    recorded_holes,
+    volume_findings,
+)
+from reconciler.core.extents import normalise
 from reconciler.core.volumes import Verdict, findings
 from reconciler.policy.model import Exclusions
 
-FORMAT_VERSION = 1
 DEEP_PROPERTY = PREFIX + "deep"
 # disk key -> partition index -> what deep inspection (libguestfs) found on that volume
 DeepByKey = Mapping[int, Mapping[int, DeepFacts]]
-
-
-@dataclass(frozen=True)
-class DiskInspection:
-    key: int
-    holes: tuple[Range, ...] = ()
-    findings: tuple[VolumeFinding, ...] = ()
-    warnings: tuple[str, ...] = ()
-    skipped: tuple[int, ...] = ()  # indices of the partitions not read
-
-    @property
-    def holes_digest(self) -> str:
-        return holes_digest(self.holes)
 
 
 @dataclass(frozen=True)
@@ -75,15 +70,6 @@ class Inspection:
     @property
     def warnings(self) -> tuple[str, ...]:
         return tuple(f"disk {d.key}: {w}" for d in self.disks for w in d.warnings)
-
-
-def holes_digest(holes: Iterable[Range]) -> str:
-    """A short fingerprint of a disk's holes: equal exactly when the same ranges are left unread."""
-    text = json.dumps([[r.offset, r.length] for r in normalise(holes)], separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-NO_HOLES_DIGEST = holes_digest(())
 
 
 def volume_name(report: PartitionReport) -> str:
@@ -119,83 +105,6 @@ def decide_disks(
             skipped=tuple(p.partition.index for p in report.partitions if p.verdict.verdict is not Verdict.BACKUP),
         ))
     return Inspection(tuple(disks), tuple(layouts), deep)
-
-
-# ---- pure: the reconciler:volumes property -----------------------------------------------------------
-def encode(inspection: Inspection, limit: int = MAX_USER_PROPERTY_BYTES) -> str:
-    """Compact JSON within ZFS's property limit: findings and warnings are trimmed (with a count of what
-    was left out) before a disk's hole digest, which the next incremental depends on, is ever dropped."""
-    def document(max_items: int | None) -> str:
-        disks = []
-        for disk in inspection.disks:
-            items = [{"volume": f.volume, "excluded": f.excluded, "reason": f.reason} for f in disk.findings]
-            warnings = list(disk.warnings)
-            entry: dict[str, Any] = {"key": disk.key, "holes": disk.holes_digest,
-                                     "skipped": sum(r.length for r in disk.holes)}
-            if max_items is not None:
-                left_out = max(0, len(items) - max_items) + max(0, len(warnings) - max_items)
-                items, warnings = items[:max_items], [w[:200] for w in warnings[:max_items]]
-                if left_out:
-                    entry["leftOut"] = left_out
-            if items:
-                entry["findings"] = items
-            if warnings:
-                entry["warnings"] = warnings
-            disks.append(entry)
-        return json.dumps({"v": FORMAT_VERSION, "disks": disks}, separators=(",", ":"), ensure_ascii=False)
-
-    for max_items in (None, 16, 4, 1, 0):
-        text = document(max_items)
-        if len(text.encode()) <= limit:
-            return text
-    return text  # only hole digests left: ~70 bytes a disk, always within the limit for any real VM
-
-
-@dataclass(frozen=True)
-class RecordedDisk:
-    """One disk as a backup recorded its inspection."""
-
-    key: int
-    holes_digest: str
-    findings: tuple[VolumeFinding, ...] = ()
-
-
-def decode(text: str | None, problems: list[str] | None = None) -> tuple[RecordedDisk, ...]:
-    """Pure and tolerant: a missing or unreadable property is "nothing recorded" (plus a problem)."""
-    if not text:
-        return ()
-    try:
-        data = json.loads(text)
-        disks = []
-        for entry in data["disks"]:
-            key = int(entry["key"])
-            disks.append(RecordedDisk(
-                key=key,
-                holes_digest=str(entry.get("holes") or NO_HOLES_DIGEST),
-                findings=tuple(VolumeFinding(key, str(f["volume"]), bool(f["excluded"]), str(f["reason"]))
-                               for f in entry.get("findings", ())),
-            ))
-        return tuple(disks)
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        if problems is not None:
-            problems.append(f"reconciler:volumes is not a valid volume record ({exc}): {text[:80]!r}")
-        return ()
-
-
-def recorded_holes(snapshots: Iterable[BackupSnapshotRecord]) -> dict[int, str]:
-    """Per disk key, the hole digest of the newest complete backup holding that disk (listed oldest first).
-    A backup from before volume inspection recorded nothing: it read everything, so it has no holes."""
-    digests: dict[int, str] = {}
-    for snap in snapshots:
-        if snap.complete:
-            recorded = {d.key: d.holes_digest for d in decode(snap.volumes)}
-            for disk in snap.disks:
-                digests[disk.key] = recorded.get(disk.key, NO_HOLES_DIGEST)
-    return digests
-
-
-def volume_findings(snap: BackupSnapshotRecord) -> tuple[VolumeFinding, ...]:
-    return tuple(f for disk in decode(snap.volumes) for f in disk.findings)
 
 
 # ---- I/O: read the headers over NBD ----------------------------------------------------------------------

@@ -103,7 +103,7 @@ def test_partition_tables_and_the_ldm_database_are_never_holes(images) -> None:
 # ---- the reconciler:volumes record -------------------------------------------------------------------
 def test_the_record_round_trips_findings_and_hole_digests(images) -> None:
     decided = decide_disks([(2000, inspect_image(images["windows-ntfs-refs"]))], Exclusions(refs=True))
-    (disk,) = decode(encode(decided))
+    (disk,) = decode(encode(decided.disks))
     assert disk.key == 2000 and disk.findings == decided.of(2000).findings
     assert disk.holes_digest == holes_digest([REFS])
 
@@ -114,7 +114,7 @@ def test_the_record_fits_a_zfs_property_however_many_volumes_are_found() -> None
     disks = tuple(DiskInspection(2000 + d, tuple(Range(i * 4096, 512) for i in range(1, 129)),
                                  tuple(f for f in many if f.disk == 2000 + d), ("w" * 500,) * 50)
                   for d in range(16))
-    text = encode(Inspection(disks))
+    text = encode(disks)
     assert len(text.encode()) <= MAX_USER_PROPERTY_BYTES
     decoded = decode(text)
     assert [d.holes_digest for d in decoded] == [d.holes_digest for d in disks]  # digests are never dropped
@@ -148,8 +148,8 @@ def test_an_incremental_continues_only_a_disk_whose_holes_are_unchanged() -> Non
     refs_excluded = Inspection((DiskInspection(2000, (REFS,)), DiskInspection(2001)))
     recorded = recorded_holes([
         snapshot("reconciler-old", None, keys=(2000, 2001)),  # before inspection existed: read everything
-        snapshot("reconciler-new", encode(refs_excluded), keys=(2000, 2001)),
-        snapshot("reconciler-broken", encode(Inspection(())), complete=False, keys=(2000, 2001)),
+        snapshot("reconciler-new", encode(refs_excluded.disks), keys=(2000, 2001)),
+        snapshot("reconciler-broken", encode(()), complete=False, keys=(2000, 2001)),
     ])
     assert not changed_holes(refs_excluded, recorded, 2000)
     assert changed_holes(Inspection((DiskInspection(2000),)), recorded, 2000)  # ReFS no longer excluded
@@ -174,9 +174,9 @@ def test_observe_takes_the_findings_of_each_vms_newest_complete_backup() -> None
     old = Inspection((DiskInspection(2000, (REFS,), (VolumeFinding(2000, "partition 4", True, "refs"),)),))
     new = Inspection((DiskInspection(2000, (REFS,), (VolumeFinding(2000, "partition 4", False, "spanned"),)),))
     record = RepositoryRecord("tank", True, (dataset("u1"), dataset("u2")), (
-        snapshot("reconciler-1", encode(old), dataset="tank/u1"),
-        snapshot("reconciler-2", encode(new), dataset="tank/u1"),
-        snapshot("reconciler-3", encode(old), dataset="tank/u1", complete=False),
+        snapshot("reconciler-1", encode(old.disks), dataset="tank/u1"),
+        snapshot("reconciler-2", encode(new.disks), dataset="tank/u1"),
+        snapshot("reconciler-3", encode(old.disks), dataset="tank/u1", complete=False),
         snapshot("reconciler-4", None, dataset="tank/u2"),
     ))
     found = volumes_of(record)
