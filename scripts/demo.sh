@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 RECONCILER="${RECONCILER:-.venv/bin/reconciler}"
 STATE_DIR="${RECONCILER_LAB_STATE_DIR:-.lab}"
 export RECONCILER_LAB_STATE_DIR="$STATE_DIR"
+export COLUMNS="${COLUMNS:-120}"  # tables stay readable when the output is not a terminal
 
 step() { printf '\n\033[1;34m==> %s\033[0m\n' "$*"; }
 fail() { printf '\n\033[1;31mdemo failed: %s\033[0m\n' "$*" >&2; exit 1; }
