@@ -131,9 +131,9 @@ def _check_duplicate_keys(text: str, locate: Locator) -> tuple[list[PolicyError]
     """Duplicate keys (both places), and where each document starts."""
     errors: list[PolicyError] = []
     starts: list[Location] = []
-    seen: set[int] = set()
-
     def walk(node: Node) -> None:
+        # per document: composed documents are freed as we go, so ids of an earlier one get reused
+        seen: set[int] = set()
         stack = [node]
         while stack:
             current = stack.pop()

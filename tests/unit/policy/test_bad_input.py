@@ -39,6 +39,11 @@ CASES = [
     ("complex_key_list", DOC + "  ? [a, [b]]\n  : 1\n", [(6, 5, "mapping key must be a string, not a list")]),
     ("complex_key_mapping", "? {a: [1]}\n: b\n", [(1, 3, "mapping key must be a string, not a mapping")]),
     (
+        "complex_key_in_a_later_document",
+        (DOC + "  keepLast: 1\n---\n") * 4 + DOC + " ? keepLast:\n    - 1\n",
+        [(34, 4, "mapping key must be a string, not a mapping")],
+    ),
+    (
         "wrong_api_version",
         DOC.replace("reconciler/v1", "reconciler/v2") + "  keepLast: 1\n",
         [(1, 13, "apiVersion must be 'reconciler/v1', not 'reconciler/v2'")],
