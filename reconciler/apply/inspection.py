@@ -215,4 +215,4 @@ def deep_record(inspection: Inspection, exclusions: Exclusions, images: Sequence
     facts, warnings = deep_inspect(images, {d.key: d.skipped for d in inspection.disks}, inspection.deep or {})
     again = decide_disks(inspection.layouts, exclusions, facts)
     updated = Inspection(tuple(replace(d, findings=again.of(d.key).findings) for d in inspection.disks))
-    return {DEEP_PROPERTY: encode_deep(facts), VOLUMES_PROPERTY: encode(updated)}, warnings
+    return {DEEP_PROPERTY: encode_deep(facts), VOLUMES_PROPERTY: encode(updated.disks)}, warnings
