@@ -69,4 +69,10 @@ echo "\$ reconciler status policies/"
 echo "\$ zfs list -t snapshot -r $RECONCILER_LAB_DATASET"
 zfs list -t snapshot -o name,used,reconciler:kind,reconciler:bytes-read -r "$RECONCILER_LAB_DATASET"
 
+if [ -n "${RECONCILER_DEMO_WATCH:-}" ]; then
+  step "Watching: edit a file in policies/ to see a live re-plan; Ctrl-C stops (backups run when due)"
+  echo "\$ reconciler watch policies/ --apply safe"
+  "$RECONCILER" watch policies/ --apply safe --state-dir "$BACKUP_STATE" --metrics-address off || true
+fi
+
 step "Demo complete"
