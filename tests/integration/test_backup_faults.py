@@ -195,7 +195,8 @@ def test_a_task_that_hangs_past_the_timeout_is_reported_and_leaves_nothing_behin
 
 
 def test_ctrl_c_mid_transfer_stops_removes_the_vmware_snapshot_and_the_next_apply_converges(world: World) -> None:
-    world.control.write(VM, KEY, 700 * MiB, length=32 * MiB, pattern="random", seed=25)
+    # 128 MiB at the world's ~12 MB/s lasts ~10 s: ample time for the signal to arrive mid-transfer
+    world.control.write(VM, KEY, 700 * MiB, length=128 * MiB, pattern="random", seed=25)
     interrupted = []
 
     def interrupt(event: dict, process: subprocess.Popen) -> None:
