@@ -95,15 +95,19 @@ def combine(size: int, block_size: int, leaves: Sequence[bytes]) -> str:
     return f"{ALGORITHM}:{outer.hexdigest()}"
 
 
-def image_digest(path: str | os.PathLike[str], *, block_size: int = BLOCK_SIZE,
-                 progress: Callable[[int], None] | None = None) -> tuple[str, DigestStats]:
-    """The `bsha256-64m:` digest of a raw image, reading only blocks that contain data."""
+def _open_image(path: str | os.PathLike[str], block_size: int) -> int:
     if block_size <= 0:
         raise ChecksumError(f"block size must be positive, got {block_size}")
     try:
-        fd = os.open(path, os.O_RDONLY)
+        return os.open(path, os.O_RDONLY)
     except OSError as exc:
         raise ChecksumError(f"cannot read image {path}: {exc.strerror}") from None
+
+
+def image_digest(path: str | os.PathLike[str], *, block_size: int = BLOCK_SIZE,
+                 progress: Callable[[int], None] | None = None) -> tuple[str, DigestStats]:
+    """The `bsha256-64m:` digest of a raw image, reading only blocks that contain data."""
+    fd = _open_image(path, block_size)
     try:
         size = os.fstat(fd).st_size
         leaves: list[bytes] = []
@@ -262,12 +266,7 @@ def update_leaves(path: str | os.PathLike[str], old_leaves: Leaves | None,
     e.g. the NBD read requests). Only touched blocks are read; the others come from `old_leaves`, or are
     zeros when the image was `fresh` (truncated empty before the transfer). Without usable old leaves (none,
     or for another size or block size) every block is read."""
-    if block_size <= 0:
-        raise ChecksumError(f"block size must be positive, got {block_size}")
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:
-        raise ChecksumError(f"cannot read image {path}: {exc.strerror}") from None
+    fd = _open_image(path, block_size)
     try:
         size = os.fstat(fd).st_size
         count = block_count(size, block_size)

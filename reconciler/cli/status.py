@@ -21,6 +21,7 @@ from rich.table import Table
 
 from reconciler.cli.output import echo_errors, internal_error
 from reconciler.cli.plan import EXIT_ERROR, default_state_dir
+from reconciler.core.freshness import format_span
 
 
 @dataclass(frozen=True)
@@ -247,12 +248,4 @@ def _short(iso: str | None) -> str:
 
 
 def _age(seconds: int | None) -> str:
-    if seconds is None:
-        return "—"
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
+    return "—" if seconds is None else format_span(dt.timedelta(seconds=seconds))

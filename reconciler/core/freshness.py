@@ -73,8 +73,8 @@ def freshness(schedule: Schedule, last_complete: dt.datetime | None, now: dt.dat
     ratio = effective / interval
     state = (Freshness.CRITICAL if ratio >= thresholds.critical
              else Freshness.WARNING if ratio >= thresholds.warning else Freshness.OK)
-    message = (f"last backup {_iso(last_complete)}, due since {_iso(due)} ({_span(now - due)} late, "
-               f"{ratio:.1f}× the {_span(interval)} interval)")
+    message = (f"last backup {_iso(last_complete)}, due since {_iso(due)} ({format_span(now - due)} late, "
+               f"{ratio:.1f}× the {format_span(interval)} interval)")
     return Verdict(state, message, due, interval)
 
 
@@ -100,7 +100,8 @@ def _iso(at: dt.datetime) -> str:
     return at.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _span(delta: dt.timedelta) -> str:
+def format_span(delta: dt.timedelta) -> str:
+    """`45 s`, `12 min`, `3.5 h`, `2.0 d`: a human age or interval."""
     seconds = int(delta.total_seconds())
     if seconds < 120:
         return f"{seconds} s"
