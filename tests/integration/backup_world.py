@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -133,7 +134,7 @@ class World:
                    "--auto-approve", "--json", "--at", self.next_time(), *args]
         events = []
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=self.env()) as process:
+                              env=self.env(), preexec_fn=_interruptible) as process:
             assert process.stdout is not None and process.stderr is not None
             for line in process.stdout:
                 if line.startswith("{"):
@@ -201,6 +202,12 @@ class World:
     def clear_faults(self) -> None:
         for fault in self.control.faults():
             self.control.clear_fault(fault["name"])
+
+
+def _interruptible() -> None:
+    """In the child: Ctrl-C (SIGINT) acts as on a terminal even when this test run inherited it ignored,
+    as a run started in the background by a non-interactive shell does (and Python then keeps it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def sha256(path: Path) -> str:
