@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,24 +177,8 @@ class World:
     def complete_backups(self, vm: str) -> list[Any]:
         return [s for s in self.record(vm)[1] if s.complete]
 
-    @contextlib.contextmanager
-    def snapshot_files(self, snapshot: str):  # type: ignore[no-untyped-def]
-        """The files of a ZFS snapshot, through a temporary clone."""
-        clone = f"{self.dataset}-verify{next(_clones)}"
-        self.driver.clone(snapshot, clone)
-        try:
-            mountpoint = Path(run(["zfs", "get", "-H", "-o", "value", "mountpoint", clone]).stdout.strip())
-            deadline = time.monotonic() + 10
-            while not any(mountpoint.glob("disk-*.raw")) and time.monotonic() < deadline:
-                time.sleep(0.1)  # zfs-fuse mounts asynchronously
-            yield mountpoint
-        finally:
-            for _ in range(20):
-                try:
-                    self.driver.destroy_dataset(clone)
-                    break
-                except ZfsError:
-                    time.sleep(0.5)
+    def snapshot_files(self, snapshot: str) -> contextlib.AbstractContextManager[Path]:
+        return snapshot_files(self.driver, snapshot, f"{self.dataset}-verify{next(_clones)}")
 
     def snapshot_sha(self, snapshot: str, key: int) -> str:
         with self.snapshot_files(snapshot) as files:
@@ -202,6 +187,25 @@ class World:
     def clear_faults(self) -> None:
         for fault in self.control.faults():
             self.control.clear_fault(fault["name"])
+
+
+@contextlib.contextmanager
+def snapshot_files(driver: CliZfsDriver, snapshot: str, clone: str) -> Iterator[Path]:
+    """A ZFS snapshot's files, through a temporary clone named `clone` (zfs-fuse has no `.zfs/snapshot`)."""
+    driver.clone(snapshot, clone)
+    try:
+        mountpoint = Path(run(["zfs", "get", "-H", "-o", "value", "mountpoint", clone]).stdout.strip())
+        deadline = time.monotonic() + 10
+        while not any(mountpoint.glob("disk-*.raw")) and time.monotonic() < deadline:
+            time.sleep(0.1)  # zfs-fuse mounts asynchronously
+        yield mountpoint
+    finally:
+        for _ in range(20):
+            try:
+                driver.destroy_dataset(clone)
+                break
+            except ZfsError:
+                time.sleep(0.5)
 
 
 def _interruptible() -> None:

@@ -15,7 +15,6 @@ import os
 import random
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,11 +25,11 @@ from reconciler.adapters.inspect import DeepFacts, inspect_image
 from reconciler.adapters.zfs.backups import read_repository
 from reconciler.adapters.zfs.base import ZfsError
 from reconciler.adapters.zfs.cli import CliZfsDriver
-from reconciler.adapters.zfs.runner import run
 from reconciler.apply.inspection import decode, decode_deep
 from reconciler.lab import inventory as inv
 from reconciler.lab.images import build_lab_disk
 from tests.fixtures.vsphere import VsphereSite, start_site
+from tests.integration.backup_world import snapshot_files
 
 pytestmark = pytest.mark.lab
 
@@ -190,24 +189,9 @@ class Appliance:
         dataset = f"{self.dataset}/{self.site.endpoints.vm(vm).instance_uuid}"
         return [s for s in read_repository(self.driver, self.dataset).snapshots_of(dataset) if s.complete]
 
-    @contextlib.contextmanager
-    def snapshot_files(self, snapshot: str) -> Iterator[Path]:
-        """A ZFS snapshot's files, through a temporary clone (zfs-fuse exposes no `.zfs/snapshot`)."""
-        clone = f"{self.dataset}-view{next(_clones)}"
-        self.driver.clone(snapshot, clone)
-        try:
-            mountpoint = Path(run(["zfs", "get", "-H", "-o", "value", "mountpoint", clone]).stdout.strip())
-            deadline = time.monotonic() + 10
-            while not any(mountpoint.glob("disk-*.raw")) and time.monotonic() < deadline:
-                time.sleep(0.1)  # zfs-fuse mounts asynchronously
-            yield mountpoint
-        finally:
-            for _ in range(20):
-                try:
-                    self.driver.destroy_dataset(clone)
-                    break
-                except ZfsError:
-                    time.sleep(0.5)
+    def snapshot_files(self, snapshot: str) -> contextlib.AbstractContextManager[Path]:
+        """A ZFS snapshot's files, through a temporary clone."""
+        return snapshot_files(self.driver, snapshot, f"{self.dataset}-view{next(_clones)}")
 
     def source(self, vm: str, key: int) -> Path:
         return Path(self.site.endpoints.vm(vm).disk(key).file)
