@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 from reconciler.adapters import processes
 
@@ -24,6 +25,10 @@ def test_a_zombie_is_not_alive():
 
 def test_terminate_leaves_a_process_of_another_program_alone():
     child = subprocess.Popen(["sleep", "30"])
+    for _ in range(1000):  # until the forked child has exec'd `sleep` (its /proc entry says python before)
+        if processes.program_name(child.pid) == "sleep":
+            break
+        time.sleep(0.01)
     try:
         assert not processes.terminate(child.pid, lambda pid: processes.program_name(pid) == "nbdkit")
         assert child.poll() is None
