@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.zfs",
     "tests.fixtures.vsphere",
     "tests.fixtures.lab",
+    "tests.fixtures.openzfs",
 ]
