@@ -91,14 +91,14 @@ class PyZfsDriver:
             try:
                 with self._calling(f"set {prop} on {name}"):
                     self.lzc.lzc_set_props(name.encode(), prop.encode(), value.encode())
-            except NotImplementedError:
+            except (NotImplementedError, AttributeError):  # 2.1 pyzfs: uncommitted, or absent (lzc_inherit)
                 self.cli.set_properties(name, {prop: value})
 
     def inherit_property(self, name: str, prop: str) -> None:
         try:
             with self._calling(f"inherit {prop} on {name}"):
                 self.lzc.lzc_inherit(name.encode(), prop.encode())
-        except NotImplementedError:
+        except (NotImplementedError, AttributeError):  # 2.1 pyzfs has no lzc_inherit at all
             self.cli.inherit_property(name, prop)
 
     def snapshot(self, name: str, props: Mapping[str, str] | None = None) -> None:
