@@ -29,7 +29,7 @@ import pytest
 
 from reconciler.adapters.checksum import digest_matches
 from reconciler.adapters.zfs.backups import PREFIX
-from tests.integration.backup_world import RECONCILER, MiB, World, make_world
+from tests.integration.backup_world import RECONCILER, MiB, World, make_world, sha256
 
 pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("test_crash_soak")]
 
@@ -41,7 +41,7 @@ WRITABLE = 512 * MiB  # guest writes land in the first half GiB of each disk: en
 class Kill:
     """When to kill: `after` seconds after `trigger` (an action starting) or after the start."""
 
-    trigger: str | None  # an action name, or None: a time into the run
+    trigger: str | None  # an action starting, "disk-started"/"disk-done", or None: a time into the run
     after: float
     before: Kill | None = None  # killed first, in a separate run (e.g. a transfer before a repair)
     rebind: bool = False  # the VM's recorded address is changed first, so the run rebinds
@@ -93,8 +93,10 @@ def choose_kill(rng: random.Random, timings: Timings) -> Kill:
     if scenario == "zfs-snapshot":
         # a backup's end: the ZFS snapshot and its labels (the window issue 11 was found in)
         return Kill("disk-done", within("disk-done", 0.3))
-    if scenario == "repair":
-        return Kill("repair", within("repair", 0.3), before=Kill("backup", within("backup", 1.0)))
+    if scenario in ("repair", "remove-vm-snapshot"):
+        # first a kill mid-transfer: it leaves a dirty image to repair and our VMware snapshot to remove
+        first = Kill("disk-started", rng.uniform(0.0, 0.1))
+        return Kill(scenario, within(scenario, 0.2), before=first)
     if scenario == "rebind":
         return Kill("rebind", within("rebind", 0.05), rebind=True)
     return Kill(scenario, within(scenario, 0.2))
@@ -151,8 +153,8 @@ def apply_and_kill(world: World, kill: Kill, timings: Timings) -> Killed:
 
 
 def _matches(event: dict[str, Any], trigger: str) -> bool:
-    if trigger == "disk-done":
-        return event["event"] == "disk-done"
+    if trigger in ("disk-started", "disk-done"):
+        return event["event"] == trigger
     return event["event"] == "action-started" and event.get("action") == trigger
 
 
@@ -234,6 +236,11 @@ def test_random_kill_9_during_apply_always_converges_on_the_next_run(world: Worl
         except AssertionError as exc:
             raise AssertionError(f"crash soak seed {seed}, kill {kills}/{soak_kills} "
                                  f"({kill.describe()}): {exc}") from None
+    for vm, keys in VMS.items():  # and once, byte for byte, not only by digest
+        newest = world.complete_backups(vm)[-1].name
+        with world.snapshot_files(newest) as files:
+            for key in keys:
+                assert sha256(files / f"disk-{key}.raw") == world.source_sha(vm, key), f"seed {seed}: {vm} {key}"
     print(f"crash soak: {kills} kills in {attempts} runs, all converged (seed {seed})")
 
 
