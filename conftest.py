@@ -19,3 +19,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture(scope="session")
 def soak_kills(request: pytest.FixtureRequest) -> int:
     return int(request.config.getoption("--soak"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The soak's length is chosen on the command line: so is its time limit (a kill costs ~20 s here)."""
+    kills = int(config.getoption("--soak"))
+    for item in items:
+        if "soak_kills" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(120 + 60 * kills))
