@@ -47,7 +47,7 @@ _Validator = validators.extend(
 
 @functools.cache
 def _validator() -> Draft202012Validator:
-    return _Validator(schema())  # type: ignore[no-any-return]
+    return _Validator(schema())
 
 
 def _json_type(value: Any) -> str:

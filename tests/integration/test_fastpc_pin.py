@@ -14,7 +14,7 @@ import socket
 import ssl
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -60,7 +60,7 @@ class SwitchableFront:
         self._threads: list[threading.Thread] = []
         self._start(self._accept)
 
-    def _start(self, target, *args) -> None:  # type: ignore[no-untyped-def]
+    def _start(self, target: Callable[..., None], *args: object) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True)
         self._threads.append(thread)
         thread.start()
