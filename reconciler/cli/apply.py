@@ -112,6 +112,9 @@ def _apply(paths: tuple[Path, ...], auto_approve: bool, as_json: bool, state_dir
             if not the_plan.changes:
                 if metrics_textfile is not None:  # fresh "last success" gauges even when nothing was due
                     _write_metrics(metrics_textfile, policies, observed, [], [])
+                if as_json and not the_plan.complete:  # no plan was rendered: say it where a script looks
+                    click.echo(f"apply is incomplete: {the_plan.unobserved.describe()}; nothing else to do",
+                               err=True)
                 return EXIT_ERROR if the_plan.has_errors or not the_plan.complete else EXIT_OK
             if not auto_approve and not _approved(console, as_json):
                 return EXIT_ERROR

@@ -96,6 +96,12 @@ def test_apply_without_the_password_says_the_same_and_exits_1(world: World) -> N
     assert world.record(VM)[0] is None  # nothing was done
 
 
+def test_apply_json_without_the_password_names_the_connection_on_stderr(world: World) -> None:
+    done = reconciler(world, "apply", "--auto-approve", "--json", env=without_password(world))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "apply is incomplete: connection 'lab-vcenter' not observed" in done.stderr
+
+
 def test_the_complete_plan_is_marked_complete(world: World) -> None:
     plan = world.plan()
     assert plan["complete"] is True
@@ -127,3 +133,13 @@ def test_both_unobserved_kinds_are_named_in_one_line(world: World) -> None:
     assert done.stdout.rstrip().endswith(
         "The plan is incomplete: connection 'lab-vcenter' and repository 'kernel-pool' not observed."
     )
+
+
+@pytest.mark.usefixtures("kernel_repository")
+def test_apply_does_what_it_could_see_and_still_exits_1_naming_what_it_could_not(world: World) -> None:
+    """Last in this module: it backs web-01 up. Exit 0 would claim the world matches the policies."""
+    done = reconciler(world, "apply", "--auto-approve", "--at", world.next_time())
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"✓ backup {VM}" in done.stdout
+    assert "apply is incomplete: repository 'kernel-pool' not observed" in done.stderr
+    assert len(world.complete_backups(VM)) == 1
