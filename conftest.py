@@ -1,7 +1,21 @@
 """Root conftest: shared fixtures live in tests/fixtures/, one module per real component."""
 
+import os
+
+import pytest
+
 pytest_plugins = [
     "tests.fixtures.zfs",
     "tests.fixtures.vsphere",
     "tests.fixtures.lab",
 ]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak", type=int, default=int(os.environ.get("RECONCILER_SOAK_KILLS", "6")), metavar="N",
+                     help="kill -9s in the crash soak (default 6, or RECONCILER_SOAK_KILLS); hundreds to soak")
+
+
+@pytest.fixture(scope="session")
+def soak_kills(request: pytest.FixtureRequest) -> int:
+    return int(request.config.getoption("--soak"))

@@ -6,7 +6,8 @@ nothing may decide anything from it. The JSON format (`format_version` 1; a read
     {"format_version": 1, "made_at": ISO-8601 UTC, "fingerprint": "sha256:…", "options": {…},
      "actions": [{"action": "backup", "kind": "full", "vm": {"instanceUuid", "name", "id", "connection"},
                   "policy": "gold", "reason": "…", "disks": [{"key", "mode", "reason"}], "wave": 0,
-                  "host": "esx-01", "datastores": [...], "snapshots": [...], "before": {…}, "after": {…}}],
+                  "host": "esx-01", "datastores": [...], "snapshots": [...], "before": {…}, "after": {…},
+                  "after_backup": true}],
      "diagnostics": [{"code", "severity", "message", "vm"?, "disk"?, "location"?}],
      "retention": [{"vm": {…}, "policy", "kept": [{"name", "rules": [...]}]}],   (--explain-retention)
      "complete": bool, "unobserved": {"connections": [{"name", "reason"}], "repositories": [...]}}
@@ -103,6 +104,8 @@ class Change:
     wave: int | None = None  # backups in the same wave may run together (load spreading)
     host: str | None = None
     datastores: tuple[str, ...] = ()
+    # a prune that retention asks for only once this run's backup of the VM is complete: skipped otherwise
+    after_backup: bool = False
 
     def sort_key(self) -> tuple[Any, ...]:
         vm = self.vm
@@ -119,6 +122,7 @@ class Change:
             "wave": self.wave,
             "host": self.host,
             "datastores": list(self.datastores),
+            "after_backup": self.after_backup or None,
         }
         data.update({k: v for k, v in optional.items() if v not in (None, [])})
         return data
@@ -139,6 +143,7 @@ class Change:
             wave=data.get("wave"),
             host=data.get("host"),
             datastores=tuple(data.get("datastores", ())),
+            after_backup=bool(data.get("after_backup", False)),
         )
 
 
