@@ -9,9 +9,11 @@ nothing may decide anything from it. The JSON format (`format_version` 1; a read
                   "host": "esx-01", "datastores": [...], "snapshots": [...], "before": {…}, "after": {…},
                   "after_backup": true}],
      "diagnostics": [{"code", "severity", "message", "vm"?, "disk"?, "location"?}],
-     "retention": [{"vm": {…}, "policy", "kept": [{"name", "rules": [...]}]}]}   (--explain-retention)
+     "retention": [{"vm": {…}, "policy", "kept": [{"name", "rules": [...]}]}],   (--explain-retention)
+     "complete": bool, "unobserved": {"connections": [{"name", "reason"}], "repositories": [...]}}
 
-Keys whose value is empty are left out.
+Keys of an action whose value is empty are left out. `complete` is false when a connection or repository
+that a policy needs could not be observed: then "no changes" does not mean the world matches.
 """
 
 from __future__ import annotations
@@ -172,6 +174,43 @@ class RetentionExplanation:
 
 
 @dataclass(frozen=True)
+class NotObserved:
+    """A connection or repository the plan needed and could not see, and why."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Unobserved:
+    connections: tuple[NotObserved, ...] = ()
+    repositories: tuple[NotObserved, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.connections or self.repositories)
+
+    def describe(self) -> str:
+        """`connection 'vc' and repositories 'a', 'b' not observed`; the one wording plan, apply and watch use."""
+        parts = []
+        for one, many, items in (("connection", "connections", self.connections),
+                                 ("repository", "repositories", self.repositories)):
+            if items:
+                parts.append(f"{one if len(items) == 1 else many} {', '.join(repr(i.name) for i in items)}")
+        return f"{' and '.join(parts)} not observed" if parts else ""
+
+    def to_json(self) -> dict[str, list[dict[str, str]]]:
+        return {kind: [{"name": n.name, "reason": n.reason} for n in items]
+                for kind, items in (("connections", self.connections), ("repositories", self.repositories))}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Unobserved:
+        def items(kind: str) -> tuple[NotObserved, ...]:
+            return tuple(NotObserved(d["name"], d.get("reason", "")) for d in data.get(kind, ()))
+
+        return cls(items("connections"), items("repositories"))
+
+
+@dataclass(frozen=True)
 class PlanOptions:
     allow_mass_prune: bool = False
     targets: tuple[str, ...] = ()
@@ -187,10 +226,16 @@ class Plan:
     options: PlanOptions = field(default_factory=PlanOptions)
     retention: tuple[RetentionExplanation, ...] = ()
     format_version: int = FORMAT_VERSION
+    unobserved: Unobserved = field(default_factory=Unobserved)
 
     @property
     def has_changes(self) -> bool:
         return bool(self.changes)
+
+    @property
+    def complete(self) -> bool:
+        """Everything the policies need was observed: only then does "no changes" mean "in sync"."""
+        return not self.unobserved
 
     @property
     def has_errors(self) -> bool:
@@ -210,6 +255,8 @@ class Plan:
             "actions": [c.to_json() for c in self.changes],
             "diagnostics": [d.to_json() for d in self.diagnostics],
             **({"retention": [r.to_json() for r in self.retention]} if self.retention else {}),
+            "complete": self.complete,
+            "unobserved": self.unobserved.to_json(),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -237,6 +284,7 @@ class Plan:
                                     tuple(options.get("targets", ())),
                                     bool(options.get("explain_retention", False))),
                 retention=tuple(RetentionExplanation.from_json(r) for r in data.get("retention", ())),
+                unobserved=Unobserved.from_json(data.get("unobserved") or {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise PlanFormatError(f"saved plan is malformed: {exc!r}") from exc

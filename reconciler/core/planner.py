@@ -27,7 +27,17 @@ from reconciler.core.observed import (
     VmHistory,
     VmState,
 )
-from reconciler.core.plan import Action, Address, Change, DiskPlan, Plan, PlanOptions, RetentionExplanation
+from reconciler.core.plan import (
+    Action,
+    Address,
+    Change,
+    DiskPlan,
+    NotObserved,
+    Plan,
+    PlanOptions,
+    RetentionExplanation,
+    Unobserved,
+)
 from reconciler.core.refs import VmRef
 from reconciler.core.selection import names_vm, selects
 from reconciler.policy.model import Location, PolicySet, ProtectionPolicy, Quiesce, Transport
@@ -67,6 +77,7 @@ def plan(
         made_at=now.astimezone(dt.UTC),
         options=options,
         retention=tuple(sorted(explained, key=lambda e: (e.policy, e.vm.name, e.vm.instance_uuid))),
+        unobserved=Unobserved(tuple(planner.unobserved_connections), tuple(planner.unobserved_repositories)),
     )
 
 
@@ -135,6 +146,9 @@ class _Planner:
         self.blocked_hosts: set[tuple[str, str]] = set()
         self.blocked_connections: set[str] = set()
         self.rules = {name: retention.policy_rules(r) for name, r in desired.retentions.items()}
+        # what the policies need and could not be seen (in name order): the plan is incomplete
+        self.unobserved_connections: list[NotObserved] = []
+        self.unobserved_repositories: list[NotObserved] = []
 
     def diag(self, code: Code, severity: Severity, message: str, vm: VmRef | None = None,
              disk: int | None = None, location: Location | None = None) -> None:
@@ -149,6 +163,7 @@ class _Planner:
             repo = self.repositories.get(name)
             if repo is None or not repo.reachable:
                 detail = repo.error_message if repo else "not observed"
+                self.unobserved_repositories.append(NotObserved(name, detail))
                 self.diag(Code.REPOSITORY_UNREACHABLE, Severity.ERROR,
                           f"repository {name!r} is unreachable: {detail}; nothing planned for its VMs",
                           location=self.desired.repositories[name].location)
@@ -192,6 +207,7 @@ class _Planner:
             code = (Code.THUMBPRINT_MISMATCH if state and state.error is ConnectionError_.THUMBPRINT_MISMATCH
                     else Code.CONNECTION_FAILED)
             detail = state.error_message if state and state.error_message else "not reachable"
+            self.unobserved_connections.append(NotObserved(name, detail))
             self.diag(code, Severity.ERROR, f"connection {name!r}: {detail}; its VMs are not planned",
                       location=location)
             return
