@@ -14,6 +14,7 @@ The seed is printed at the start and in every failure message.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -22,6 +23,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,7 @@ import pytest
 
 from reconciler.adapters.checksum import digest_matches
 from reconciler.adapters.zfs.backups import PREFIX
+from reconciler.adapters.zfs.base import ZfsError
 from tests.integration.backup_world import RECONCILER, MiB, World, make_world, sha256
 
 pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("test_crash_soak")]
@@ -214,11 +217,13 @@ def soak_seed() -> int:
 
 
 @pytest.fixture(scope="module")
-def world(lab, tmp_path_factory) -> World:
+def world(lab, tmp_path_factory) -> Iterator[World]:
     w = make_world(lab, tmp_path_factory.mktemp("soak"), "crash-soak", tuple(VMS), keep_last=2)
     first = w.apply()
     assert first.returncode == 0, first.report()
-    return w
+    yield w
+    with contextlib.suppress(ZfsError):  # the pool is shared with the modules after this one
+        w.driver.destroy_dataset(w.dataset, recursive=True)
 
 
 def test_random_kill_9_during_apply_always_converges_on_the_next_run(world: World, soak_kills: int) -> None:
