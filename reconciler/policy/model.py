@@ -190,6 +190,8 @@ class ProtectionPolicy:
     transports: tuple[Transport, ...] = (Transport.NBD,)
     paused: bool = False
     verify: VerifyMode = VerifyMode.NONE
+    # thin backups: free blocks are not read (on by default: readers decline whatever they are unsure of)
+    skip_free_blocks: bool = True
     location: Location = field(default=Location("<memory>"), compare=False)
 
 
