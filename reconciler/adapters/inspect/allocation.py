@@ -13,6 +13,7 @@ before the first allocation unit, always count as used.
 * ext2/3/4: the block-group descriptors and each group's block bitmap (flex_bg, 64bit descriptors,
   meta_bg, and BLOCK_UNINIT groups, whose bitmap is computed from the descriptors as the kernel does).
 * NTFS: `$Bitmap` (MFT record 6), read through its data runs.
+* Linux swap: only its header page is kept.
 """
 
 from __future__ import annotations
@@ -471,10 +472,29 @@ def read_ntfs_allocation(reader: BlockReader, start: int, length: int | None = N
     return AllocationMap(start, length, tuple(normalise(used, size=start + length)), "ntfs")
 
 
+# ---- Linux swap ----------------------------------------------------------------------------------------
+SWAP_HEADER = 65536  # the header page, for page sizes up to 64 KiB; nothing after it survives a reboot
+
+
+def read_swap_allocation(reader: BlockReader, start: int, length: int) -> Allocation:
+    """Swap space holds nothing a restored VM needs, except its header (`swapon` needs the signature); a
+    swap area holding a hibernation image (`S1SUSPEND`…) is the resume state and is read whole."""
+    head = reader.read(start, SWAP_HEADER)
+    for page in (4096, 8192, 16384, 65536):
+        signature = head[page - 10 : page]
+        if signature == b"SWAPSPACE2":
+            return AllocationMap(start, length, (Range(start, min(SWAP_HEADER, length)),), "swap")
+        if b"SUSPEND" in signature:  # S1SUSPEND, S2SUSPEND…, NUL-padded
+            return Declined("the swap area holds a hibernation image")
+    return Declined("no swap signature")
+
+
 def read_allocation(reader: BlockReader, filesystem: str | None, start: int, length: int) -> Allocation:
     """Dispatch on the file system the headers identified; anything without a reader declines."""
     if filesystem in ("ext2", "ext3", "ext4"):
         return read_ext_allocation(reader, start, length)
     if filesystem == "ntfs":
         return read_ntfs_allocation(reader, start, length)
+    if filesystem == "swap":
+        return read_swap_allocation(reader, start, length)
     return Declined(f"no allocation reader for {filesystem or 'an unknown file system'}")

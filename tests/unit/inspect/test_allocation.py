@@ -352,3 +352,25 @@ def test_ntfs_torn_mft_record_declines(tmp_path: Path) -> None:
     patch(image, record6 + bps - 2, b"\xde\xad")  # the first sector's update sequence number
     found = read_ntfs(image)
     assert isinstance(found, Declined) and "record 6" in found.reason
+
+
+# ---- swap -----------------------------------------------------------------------------------------------
+def test_swap_keeps_only_its_header_and_mkswap_accepts_it_again(tmp_path: Path) -> None:
+    image = tmp_path / "swap.img"
+    with image.open("wb") as f:
+        f.truncate(64 * MiB)
+    run("mkswap", str(image))
+    with FileReader(image) as reader:
+        found = read_allocation(reader, "swap", 0, 64 * MiB)
+    assert isinstance(found, AllocationMap) and found.used == (Range(0, 65536),)
+
+
+def test_swap_holding_a_hibernation_image_is_read_whole(tmp_path: Path) -> None:
+    image = tmp_path / "swap.img"
+    with image.open("wb") as f:
+        f.truncate(8 * MiB)
+    run("mkswap", str(image))
+    patch(image, 4086, b"S1SUSPEND\0")
+    with FileReader(image) as reader:
+        found = read_allocation(reader, "swap", 0, 8 * MiB)
+    assert isinstance(found, Declined) and "hibernation" in found.reason
