@@ -61,3 +61,33 @@ def free_ranges(size: int, allocated: Sequence[Range] | None) -> tuple[Range, ..
     if allocated is None:
         return ()
     return tuple(subtract([Range(0, size)], normalise(allocated, size=size)))
+
+
+def format_size(n: int) -> str:
+    """1 decimal in the largest binary unit that keeps the number ≥ 1 (3.1 GiB, 512.0 MiB)."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.0f} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+@dataclass(frozen=True)
+class ThinVolume:
+    """What a thin backup learnt about one volume: its allocated bytes, or why its reader declined."""
+
+    volume: str  # "partition 2"
+    size: int
+    allocated: int | None = None
+    declined: str | None = None
+
+    @property
+    def skipped(self) -> int:
+        return 0 if self.allocated is None else self.size - self.allocated
+
+    def describe(self) -> str:
+        if self.allocated is None:
+            return f"{self.volume}: read whole ({self.declined})"
+        return (f"{self.volume}: {format_size(self.allocated)} of {format_size(self.size)} allocated, "
+                f"{format_size(self.skipped)} skipped")

@@ -133,8 +133,8 @@ def _policy(p: ProtectionPolicy) -> dict[str, Any]:
         spec["paused"] = True
     if p.verify != "none":
         spec["verify"] = str(p.verify)
-    if not p.skip_free_blocks:
-        spec["skipFreeBlocks"] = False
+    if p.skip_free_blocks:
+        spec["skipFreeBlocks"] = True
     return spec
 
 

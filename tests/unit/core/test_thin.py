@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.core.extents import Range, normalise
-from reconciler.core.thin import free_ranges, thin_work
+from reconciler.core.thin import ThinVolume, free_ranges, thin_work
 
 BLOCKS = 24
 
@@ -143,3 +143,13 @@ def test_punching_skips_what_the_image_does_not_store() -> None:
 def test_free_ranges_complement_the_allocation_and_are_empty_when_unknown() -> None:
     assert free_ranges(100, [Range(10, 20), Range(50, 10)]) == (Range(0, 10), Range(30, 20), Range(60, 40))
     assert free_ranges(100, None) == ()
+
+
+def test_a_volume_finding_says_allocated_of_total_and_skipped() -> None:
+    GiB = 1 << 30
+    found = ThinVolume("partition 2", 20 * GiB, allocated=int(3.1 * GiB))
+    assert found.describe() == "partition 2: 3.1 GiB of 20.0 GiB allocated, 16.9 GiB skipped"
+    assert ThinVolume("partition 1", 300 << 20, allocated=12 << 20).describe() == \
+        "partition 1: 12.0 MiB of 300.0 MiB allocated, 288.0 MiB skipped"
+    assert ThinVolume("partition 3", GiB, declined="the journal needs recovery").describe() == \
+        "partition 3: read whole (the journal needs recovery)"

@@ -1,4 +1,4 @@
-"""`skipFreeBlocks`: thin backups are on unless a policy turns them off; anything but a boolean is refused."""
+"""`skipFreeBlocks`: thin backups are off unless a policy turns them on; anything but a boolean is refused."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ def _files(line: str) -> dict[str, str]:
     return {"policies.yaml": BASE + (f"  {line}\n" if line else "")}
 
 
-def test_thin_backups_are_on_by_default(tmp_path: Path) -> None:
+def test_thin_backups_are_off_by_default(tmp_path: Path) -> None:
     write(tmp_path, _files(""))
-    assert load_policies([tmp_path], environ={}).policies["web"].skip_free_blocks is True
-
-
-def test_a_policy_can_turn_thin_backups_off(tmp_path: Path) -> None:
-    write(tmp_path, _files("skipFreeBlocks: false"))
     assert load_policies([tmp_path], environ={}).policies["web"].skip_free_blocks is False
+
+
+def test_a_policy_can_turn_thin_backups_on(tmp_path: Path) -> None:
+    write(tmp_path, _files("skipFreeBlocks: true"))
+    assert load_policies([tmp_path], environ={}).policies["web"].skip_free_blocks is True
     assert not load([tmp_path], environ={}).errors
 
 
