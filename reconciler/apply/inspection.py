@@ -34,9 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.adapters.inspect import DiskReport, InspectError, NbdReader, PartitionReport, analyse, inspect_disk
-from reconciler.adapters.inspect.allocation import Allocation, AllocationMap, Declined, read_allocation
+from reconciler.adapters.inspect.allocation import Allocation, AllocationMap, read_volume_allocations
 from reconciler.adapters.inspect.model import DiskLayout
-from reconciler.adapters.inspect.reader import BlockReader
 from reconciler.adapters.inspect.vm import DeepFacts
 from reconciler.adapters.nbd.client import NbdClient, NbdClientError
 from reconciler.adapters.nbd.server import Listen, NbdkitError, NbdkitServer
@@ -63,7 +62,6 @@ DEEP_PROPERTY = PREFIX + "deep"
 DeepByKey = Mapping[int, Mapping[int, DeepFacts]]
 # disk key -> partition index -> its allocation map (or why it was not read)
 AllocationsByKey = Mapping[int, Mapping[int, Allocation]]
-THIN_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "ntfs", "swap"})
 
 
 @dataclass(frozen=True)
@@ -140,25 +138,6 @@ def _thin(report: DiskReport, allocations: Mapping[int, Allocation]
     return tuple(normalise(free, size=report.layout.size)), tuple(volumes)
 
 
-def read_allocations(reader: BlockReader, layout: DiskLayout, quiesced: bool = True) -> dict[int, Allocation]:
-    """The allocation map of each volume a reader exists for; a reader's bug declines, never fails.
-
-    ext3/4 mark a journal not yet replayed in the superblock (the reader declines it); NTFS keeps no such
-    flag outside its $LogFile, which is not read: so NTFS is trusted only on a quiesced (VSS) snapshot."""
-    found: dict[int, Allocation] = {}
-    for part in layout.partitions:
-        if part.filesystem is None or str(part.filesystem) not in THIN_FILESYSTEMS or not part.length:
-            continue
-        if str(part.filesystem) == "ntfs" and not quiesced:
-            found[part.index] = Declined("not a quiesced snapshot: $LogFile may hold allocations $Bitmap lacks")
-            continue
-        try:
-            found[part.index] = read_allocation(reader, str(part.filesystem), part.start, part.length)
-        except Exception as exc:  # odd metadata must not fail the backup: the volume is read whole
-            found[part.index] = Declined(f"allocation reader failed ({type(exc).__name__}: {exc})")
-    return found
-
-
 # ---- I/O: read the headers over NBD ----------------------------------------------------------------------
 SourceFor = Callable[[Path], Any]  # run dir -> an nbdkit source serving one disk of the VMware snapshot
 
@@ -181,7 +160,7 @@ def inspect_vm(disks: Sequence[tuple[int, SourceFor]], exclusions: Exclusions, r
                 layout = inspect_disk(reader, f"disk {key}")
                 layouts.append((key, layout))
                 if thin:
-                    allocations[key] = read_allocations(reader, layout, quiesced)
+                    allocations[key] = read_volume_allocations(reader, layout, quiesced)
         except (InspectError, NbdClientError, NbdkitError, OSError) as exc:
             layouts.append((key, str(exc)))
         except Exception as exc:  # a parser bug on odd headers must not fail the backup

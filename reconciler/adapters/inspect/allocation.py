@@ -23,6 +23,7 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from reconciler.adapters.inspect.model import DiskLayout
 from reconciler.adapters.inspect.reader import BlockReader
 from reconciler.core.extents import Range, normalise, subtract, total
 
@@ -55,6 +56,7 @@ class Declined:
 
 
 Allocation = AllocationMap | Declined
+THIN_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "ntfs", "swap"})
 
 
 def set_bit_runs(bitmap: bytes, nbits: int) -> Iterator[tuple[int, int]]:
@@ -498,3 +500,22 @@ def read_allocation(reader: BlockReader, filesystem: str | None, start: int, len
     if filesystem == "swap":
         return read_swap_allocation(reader, start, length)
     return Declined(f"no allocation reader for {filesystem or 'an unknown file system'}")
+
+
+def read_volume_allocations(reader: BlockReader, layout: DiskLayout, quiesced: bool = True) -> dict[int, Allocation]:
+    """The allocation map of each volume a reader exists for; a reader's bug declines, never fails.
+
+    ext3/4 mark a journal not yet replayed in the superblock (the reader declines it); NTFS keeps no such
+    flag outside its $LogFile, which is not read: so NTFS is trusted only on a quiesced (VSS) snapshot."""
+    found: dict[int, Allocation] = {}
+    for part in layout.partitions:
+        if part.filesystem is None or str(part.filesystem) not in THIN_FILESYSTEMS or not part.length:
+            continue
+        if str(part.filesystem) == "ntfs" and not quiesced:
+            found[part.index] = Declined("not a quiesced snapshot: $LogFile may hold allocations $Bitmap lacks")
+            continue
+        try:
+            found[part.index] = read_allocation(reader, str(part.filesystem), part.start, part.length)
+        except Exception as exc:  # odd metadata must not fail the backup: the volume is read whole
+            found[part.index] = Declined(f"allocation reader failed ({type(exc).__name__}: {exc})")
+    return found
