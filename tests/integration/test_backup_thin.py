@@ -27,7 +27,7 @@ from reconciler.adapters.zfs.runner import run
 from reconciler.lab import inventory as inv
 from reconciler.lab.images import PartSpec, build_image
 from tests.fixtures.vsphere import VsphereSite, start_site
-from tests.integration.backup_world import snapshot_files
+from tests.integration.backup_world import sha256, snapshot_files
 
 pytestmark = pytest.mark.lab
 
@@ -165,7 +165,7 @@ spec:
   schedule: hourly
   retention: short
   select: {{names: [{vm}]}}
-  skipFreeBlocks: true
+  skipFreeBlocks: {thin}
 """
 
 
@@ -174,10 +174,14 @@ class Appliance:
         self.site, self.dataset, self.root = site, dataset, root
         self.clock = dt.datetime.now(dt.UTC)
         self.driver = CliZfsDriver()
-        e = site.endpoints
-        (root / "policies").mkdir(exist_ok=True)
-        (root / "policies" / "lab.yaml").write_text(POLICIES.format(
-            address=e.sdk, password_env=PASSWORD_ENV, thumbprint=e.thumbprint_sha256, dataset=dataset, vm=VM))
+        self.write_policies(thin=True)
+
+    def write_policies(self, *, thin: bool) -> None:
+        e = self.site.endpoints
+        (self.root / "policies").mkdir(exist_ok=True)
+        (self.root / "policies" / "lab.yaml").write_text(POLICIES.format(
+            address=e.sdk, password_env=PASSWORD_ENV, thumbprint=e.thumbprint_sha256, dataset=self.dataset, vm=VM,
+            thin=str(thin).lower()))
 
     def apply(self) -> list[dict[str, Any]]:
         self.clock += dt.timedelta(hours=2)
@@ -295,3 +299,20 @@ def test_an_incremental_punches_blocks_freed_since_and_reads_what_was_written(ap
     with appliance.restored(latest.name, tmp_path) as (_, fs):
         check_guests_view(fs, tmp_path, {"keep.bin": _content("keep.bin"), "new.bin": _content("new.bin"),
                                          "home/notes.txt": _content("home/notes.txt")})
+
+
+def test_turning_thin_backups_off_reads_the_disk_in_full_into_a_byte_for_byte_copy(appliance: Appliance, first,
+                                                                                  tmp_path: Path) -> None:
+    done_event(first)
+    appliance.write_policies(thin=False)
+    try:
+        events = appliance.apply()
+    finally:
+        appliance.write_policies(thin=True)
+    done = done_event(events)
+    notes = [e["message"] for e in events if e["event"] == "note" and e.get("vm") == VM]
+    assert any("skipFreeBlocks is off now" in n for n in notes), notes
+    assert done["kind"] == "full"  # CBT alone would never bring back the free blocks' old bytes
+    latest = appliance.backups()[-1]
+    with snapshot_files(appliance.driver, latest.name, f"{appliance.dataset}-plain") as files:
+        assert sha256(files / f"disk-{KEY}.raw") == sha256(appliance.source())
