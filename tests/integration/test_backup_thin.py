@@ -166,6 +166,7 @@ spec:
   retention: short
   select: {{names: [{vm}]}}
   skipFreeBlocks: {thin}
+  verify: after-backup  # the recorded digest must match the image, punched ranges included
 """
 
 
