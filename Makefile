@@ -7,7 +7,7 @@ VCSIM := tests/lab/vcsim/vcsim-lab
 
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint unit demo lab-up lab-down clean openzfs-lab
+.PHONY: setup test lint unit soak demo lab-up lab-down clean openzfs-lab
 
 setup: $(SETUP_STAMP) $(VCSIM) openzfs-lab
 
@@ -33,6 +33,11 @@ unit: setup
 
 test: setup lint
 	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+# the crash soak at length: KILLS=300 make soak (replay a failure with RECONCILER_SOAK_SEED=<seed it printed>)
+KILLS ?= 100
+soak: setup
+	$(PY) -m pytest tests/integration/test_crash_soak.py -s --soak $(KILLS) $(PYTEST_ARGS)
 
 demo: setup
 	bash scripts/demo.sh

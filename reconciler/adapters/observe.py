@@ -14,13 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from reconciler.adapters.journal.base import Journal
+from reconciler.adapters.journal.base import Journal, never_completed
 from reconciler.adapters.secrets import SecretUnavailable, resolve_secret
 from reconciler.adapters.vsphere.collect import collect_inventory
 from reconciler.adapters.vsphere.parse import to_observed
 from reconciler.adapters.vsphere.session import ThumbprintMismatch, VsphereError, VsphereSession
 from reconciler.adapters.zfs import ZfsError, select_driver
-from reconciler.adapters.zfs.backups import BackupSnapshotRecord, RepositoryRecord, read_repository
+from reconciler.adapters.zfs.backups import BackupSnapshotRecord, RepositoryRecord, UnfinishedRun, read_repository
 from reconciler.adapters.zfs.volumes import volume_findings
 from reconciler.core.observed import (
     Backup,
@@ -83,17 +83,18 @@ def _unreachable(connection: Connection, error: ConnectionError_, message: str) 
     return ConnectionState(name=connection.name, reachable=False, error=error, error_message=message)
 
 
-def observe_repository(repository: Repository) -> RepositoryState:
-    return _observe_repository(repository)[0]
+def observe_repository(repository: Repository, unfinished_run: UnfinishedRun | None = None) -> RepositoryState:
+    return _observe_repository(repository, unfinished_run)[0]
 
 
 # instanceUuid -> what the VM's last complete backup found on its volumes
 VolumeFindings = dict[str, tuple[VolumeFinding, ...]]
 
 
-def _observe_repository(repository: Repository) -> tuple[RepositoryState, VolumeFindings]:
+def _observe_repository(repository: Repository,
+                        unfinished_run: UnfinishedRun | None = None) -> tuple[RepositoryState, VolumeFindings]:
     try:
-        record = read_repository(select_driver(repository.driver.value), repository.dataset)
+        record = read_repository(select_driver(repository.driver.value), repository.dataset, unfinished_run)
     except ZfsError as exc:
         state = RepositoryState(repository.name, repository.dataset, reachable=False, error_message=str(exc))
         return state, {}
@@ -150,7 +151,7 @@ def _backup(snap: BackupSnapshotRecord) -> Backup:
         complete=snap.complete,
         disks=tuple(BackupDisk(d.key, d.change_id, d.capacity or 0, d.backing or "", d.sha256) for d in snap.disks),
         held=snap.held,
-        ours=snap.managed,
+        ours=snap.ours,
     )
 
 
@@ -182,12 +183,19 @@ def observe_journal(journal: Journal | None) -> JournalState:
     return JournalState(runs_in_progress=in_progress, vms=tuple(history))
 
 
+def _remembered(journal: Journal | None) -> UnfinishedRun | None:
+    return None if journal is None else lambda run_id: never_completed(journal, run_id)
+
+
 def observe(policies: PolicySet, sessions: Sessions, journal: Journal | None = None) -> Observed:
     connections = sorted(policies.connections.values(), key=lambda c: c.name)
     repositories = sorted(policies.repositories.values(), key=lambda r: r.name)
     with ThreadPoolExecutor(max_workers=MAX_PARALLEL_CONNECTIONS) as pool:
-        vsphere = list(pool.map(lambda c: observe_connection(c, sessions), connections))
-        repos = list(pool.map(_observe_repository, repositories))
+        pending = [pool.submit(observe_connection, c, sessions) for c in connections]
+        # repositories meanwhile on this thread: the journal is read here (an sqlite3 connection belongs
+        # to the thread that made it)
+        repos = [_observe_repository(r, _remembered(journal)) for r in repositories]
+        vsphere = [future.result() for future in pending]
     found: VolumeFindings = {}
     for _, volumes in reversed(repos):  # the first repository wins if a VM has chains in several
         found.update(volumes)

@@ -74,16 +74,20 @@ def repair(ctx: ActionContext) -> str:
     snapshots = repository.read().snapshots_of(record.dataset)
     complete = [s for s in snapshots if s.complete]
     driver = repository.driver
-    if complete:
-        last = complete[-1]
-        # rollback needs the target to be the newest snapshot: drop our incomplete ones after it
-        after = [s.name for s in snapshots[snapshots.index(last) + 1:]]
-        foreign = [s for s in snapshots[snapshots.index(last) + 1:] if not s.managed or s.held]
-        if foreign:
-            raise ActionFailed(f"{record.dataset}: cannot roll back to {last.name}: newer snapshots not ours or "
-                               f"held: {', '.join(s.name for s in foreign)}")
-        if after:
-            driver.destroy_snapshots(after)
+    last = complete[-1] if complete else None
+    # rollback needs the target to be the newest snapshot: our incomplete ones after it go first
+    newer = snapshots[snapshots.index(last) + 1:] if last else snapshots
+    held = [s.name for s in newer if s.ours and s.held]
+    foreign = [s.name for s in newer if not s.ours]
+    if last is not None and (held or foreign):
+        problems = [f"not made by reconciler: {', '.join(foreign)}"] if foreign else []
+        problems += [f"held: {', '.join(held)} (zfs release them)"] if held else []
+        raise ActionFailed(f"{record.dataset}: cannot roll back to the last complete backup {last.name}: newer "
+                           f"snapshots are {'; '.join(problems)}. Remove or move them, then apply again")
+    ours = [s.name for s in newer if s.ours and not s.held]
+    if ours:
+        driver.destroy_snapshots(ours)
+    if last is not None:
         driver.rollback(last.name)
         outcome = f"rolled back to {last.name.partition('@')[2]}"
     else:
@@ -91,6 +95,8 @@ def repair(ctx: ActionContext) -> str:
         for image in mountpoint.glob("disk-*.raw"):
             image.unlink()
         outcome = "no complete backup: images removed, the next backup is full"
+    if ours:
+        outcome += f"; removed {len(ours)} incomplete snapshot(s) of ours"
     repository.clear_dirty(record.dataset)
     return outcome
 
@@ -108,7 +114,7 @@ def prune(ctx: ActionContext) -> str:
         snap = current.get(name)
         if snap is None:
             continue
-        if snap.held or not snap.managed or not name.startswith(SNAPSHOT_PREFIX):
+        if snap.held or not snap.ours or not name.startswith(SNAPSHOT_PREFIX):
             kept.append(name)
             continue
         doomed.append(f"{record.dataset}@{name}")

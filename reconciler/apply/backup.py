@@ -19,7 +19,7 @@ from pathlib import Path
 from reconciler.adapters.checksum import ChecksumError, refresh_digest
 from reconciler.adapters.inspect import InspectError
 from reconciler.adapters.nbd.client import NbdClient, NbdClientError
-from reconciler.adapters.nbd.copy import copy_ranges
+from reconciler.adapters.nbd.copy import copy_ranges, punch_hole
 from reconciler.adapters.nbd.server import CurlSource, Listen, NbdkitError, NbdkitServer, VddkSource
 from reconciler.adapters.secrets import resolve_secret
 from reconciler.adapters.vsphere import ops
@@ -27,12 +27,14 @@ from reconciler.adapters.vsphere.session import VsphereError
 from reconciler.adapters.zfs.backups import VOLUMES_PROPERTY, backup_properties
 from reconciler.adapters.zfs.base import ZfsError
 from reconciler.apply import inspection
+from reconciler.apply.allocation import data_extents, forget_allocated, read_allocated, write_allocated
 from reconciler.apply.context import ActionContext, ActionFailed, crash_point, retry
 from reconciler.apply.events import Event, Kind
 from reconciler.apply.images import BaseDisk, disk_bases, image_path, open_image, vm_dataset
-from reconciler.core.extents import Range, normalise, read_requests, total
+from reconciler.core.extents import Range, normalise, read_requests, subtract, total
 from reconciler.core.observed import BackupKind, PowerState
 from reconciler.core.plan import DiskPlan
+from reconciler.core.thin import thin_work
 from reconciler.policy.model import Exclusions, Quiesce, VerifyMode
 
 # vSphere faults that mean "could not quiesce" (a crash-consistent snapshot may still be possible)
@@ -107,7 +109,7 @@ def run_backup(ctx: ActionContext) -> BackupResult:
         datacenter = ops.datacenter_of(session, ctx.vm_id)
         with ctx.step("inspect"):
             work, volumes = _inspect_volumes(ctx, snapshot_id, datacenter, work, record.dataset,
-                                             Path(record.mountpoint))
+                                             Path(record.mountpoint), quiesced=consistency == "quiesced")
         with ctx.step("mark-dirty"):
             repository.mark_dirty(record.dataset, ctx.run_id)
         results = [_transfer(ctx, datacenter, item) for item in work]
@@ -234,6 +236,12 @@ class _DiskWork:
     areas: tuple[Range, ...] | None  # None: the whole disk, allocation from NBD block status
     image: Path
     holes: tuple[Range, ...] = ()  # excluded/unsupported volumes: never read, they stay holes
+    thin: bool = False  # skipFreeBlocks: `free` is not read, and what was freed since the base is punched
+    free: tuple[Range, ...] = ()
+
+    @property
+    def allocated(self) -> list[Range] | None:
+        return subtract([Range(0, self.disk.capacity)], self.free) if self.thin else None
 
 
 def _disk_areas(ctx: ActionContext, snapshot_id: str, disk: ops.SnapshotDisk, planned: DiskPlan | None,
@@ -263,16 +271,17 @@ def _disk_areas(ctx: ActionContext, snapshot_id: str, disk: ops.SnapshotDisk, pl
 
 
 def _inspect_volumes(ctx: ActionContext, snapshot_id: str, datacenter: str, work: list[_DiskWork], dataset: str,
-                     mountpoint: Path) -> tuple[list[_DiskWork], inspection.Inspection]:
+                     mountpoint: Path, quiesced: bool = True) -> tuple[list[_DiskWork], inspection.Inspection]:
     """Each disk's holes from its headers (see `apply.inspection`); a disk whose holes changed since its base
     backup is read in full instead of incrementally. Never fails the backup."""
     tag = hashlib.sha1(ctx.change.vm.instance_uuid.encode()).hexdigest()[:8]
     exclusions = ctx.policy.exclusions if ctx.policy is not None else Exclusions()
+    thin = ctx.policy is not None and ctx.policy.skip_free_blocks
     snapshots = ctx.require_repository().read().snapshots_of(dataset)
     deep = inspection.recorded_deep(snapshots) if inspection.needs_deep(exclusions) else None
     found = inspection.inspect_vm(
         [(w.disk.key, lambda run_dir, w=w: _nbd_source(ctx, datacenter, w, run_dir)) for w in work],
-        exclusions, lambda key: ctx.options.work_dir / f"{tag}-{key}-inspect", deep)
+        exclusions, lambda key: ctx.options.work_dir / f"{tag}-{key}-inspect", deep, thin=thin, quiesced=quiesced)
     for warning in found.warnings:
         ctx.note(f"volume inspection: {warning}")
     recorded = inspection.recorded_holes(snapshots)
@@ -281,7 +290,15 @@ def _inspect_volumes(ctx: ActionContext, snapshot_id: str, datacenter: str, work
         if item.mode is BackupKind.INCREMENTAL and inspection.changed_holes(found, recorded, item.disk.key):
             ctx.note(f"disk {item.disk.key}: read in full: its excluded volumes changed since the last backup")
             item = _disk_areas(ctx, snapshot_id, item.disk, None, None, mountpoint)
-        result.append(replace(item, holes=found.of(item.disk.key).holes))
+        elif item.mode is BackupKind.INCREMENTAL and not thin and read_allocated(item.image) is not None:
+            # the base left free blocks as zeros; CBT alone would never bring them back
+            ctx.note(f"disk {item.disk.key}: read in full: the last backup skipped free blocks, skipFreeBlocks "
+                     "is off now")
+            item = _disk_areas(ctx, snapshot_id, item.disk, None, None, mountpoint)
+        for volume in found.of(item.disk.key).thin:
+            ctx.note(f"disk {item.disk.key}: {volume.describe()}")
+        result.append(replace(item, holes=found.of(item.disk.key).holes, thin=thin,
+                              free=found.of(item.disk.key).free))
     return result, found
 
 
@@ -333,6 +350,10 @@ def _transfer(ctx: ActionContext, datacenter: str, work: _DiskWork) -> DiskResul
             )
             crash_point(ctx.options, "before-fsync")
             os.fsync(fd)
+            if work.allocated is not None:  # part of this backup's snapshot: the next incremental's "before"
+                write_allocated(work.image, work.allocated)
+            else:
+                forget_allocated(work.image)
             # only the blocks this transfer wrote or punched are read again (leaves kept beside the image)
             digest, digest_cost = refresh_digest(work.image, stats[2], fresh=work.mode is BackupKind.FULL)
         finally:
@@ -360,6 +381,14 @@ def _copy_disk(ctx: ActionContext, datacenter: str, work: _DiskWork, fd: int) ->
                     areas = [Range(e.offset, e.length) for e in client.extents() if not (e.hole or e.zero)]
             else:
                 areas = list(work.areas)
+            punch: list[Range] = []
+            if work.thin:
+                fresh = work.mode is BackupKind.FULL
+                thin = thin_work(work.disk.capacity, normalise(areas), work.allocated,
+                                 None if fresh else read_allocated(work.image),
+                                 () if fresh else data_extents(fd, work.disk.capacity))
+                areas = list(thin.read)
+                punch = subtract(list(thin.punch), normalise(work.holes, size=work.disk.capacity))
             requests = read_requests(areas, size=work.disk.capacity, holes=work.holes,
                                      max_request=ctx.options.nbd_request)
             wanted = total(requests)
@@ -372,12 +401,14 @@ def _copy_disk(ctx: ActionContext, datacenter: str, work: _DiskWork, fd: int) ->
                 connections=ctx.options.nbd_connections, in_flight=ctx.options.nbd_in_flight,
                 throttle=ctx.throttle, on_progress=progress,
             )
+            for freed in punch:  # freed since the base: zeros, as the guest sees them (disjoint from reads)
+                punch_hole(fd, freed.offset, freed.length)
     finally:
         for secret in ("cookie", "password"):  # never left behind, even when the transfer failed
             (run_dir / secret).unlink(missing_ok=True)
     (run_dir / "nbdkit.log").unlink(missing_ok=True)  # kept only when the transfer failed, for a post-mortem
     run_dir.rmdir()
-    return stats.bytes_read, stats.bytes_written, requests
+    return stats.bytes_read, stats.bytes_written, requests + punch  # punched ranges changed the image too
 
 
 def _secret_file(path: Path, value: str) -> Path:

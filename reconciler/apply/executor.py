@@ -12,7 +12,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from enum import StrEnum
 
-from reconciler.adapters.journal.base import EventStatus, Journal
+from reconciler.adapters.journal.base import EventStatus, Journal, never_completed
 from reconciler.adapters.observe import Sessions
 from reconciler.adapters.vsphere.session import VsphereError
 from reconciler.adapters.zfs import select_driver
@@ -48,6 +48,9 @@ class Outcome:
 
 # A failure of these leaves the VM's later changes without their footing: they are skipped.
 _BLOCKING = (Action.REPAIR, Action.REBIND, Action.PAIR)
+# Cleanup that must never wait on anything else: our orphaned VMware snapshot slows the VM and its LUN, so
+# its removal runs even when repair failed, the run is being stopped, or Ctrl-C was pressed.
+_ALWAYS = (Action.REMOVE_VM_SNAPSHOT,)
 
 _RUNNERS: dict[Action, Callable[[ActionContext], str]] = {
     Action.PAIR: actions.pair,
@@ -100,7 +103,8 @@ class Executor:
         session = self.sessions.get(connection) if connection is not None else None
         repo_name = self.repository_name(change)
         repo_spec = self.policies.repositories.get(repo_name or "")
-        repository = BackupRepository(select_driver(repo_spec.driver.value), repo_spec.dataset) if repo_spec else None
+        repository = (BackupRepository(select_driver(repo_spec.driver.value), repo_spec.dataset,
+                                       self.journals.never_completed) if repo_spec else None)
         vm = self._vm(change)
         ctx = ActionContext(change, self.run_id, connection, session, repository, repo_name,
                             self.policies.policies.get(change.policy or ""), vm, self.journals,
@@ -159,19 +163,25 @@ class Executor:
 
     def _run_vm_changes(self, changes: list[Change], outcomes: dict[int, Outcome]) -> None:
         blocked: str | None = None
+        backed_up = False
         for change in changes:
             index = self.plan.changes.index(change)
-            if self.cancel.is_set():
+            if change.action in _ALWAYS:
+                outcomes[index] = self._run_change(change)
+            elif self.cancel.is_set():
                 outcomes[index] = self._skip(change, "interrupted before it started")
             elif self.drain.is_set():
                 outcomes[index] = self._skip(change, "not started: stopping (the next run does it)")
             elif blocked is not None:
                 outcomes[index] = self._skip(change, blocked)
+            elif change.after_backup and not backed_up:
+                outcomes[index] = self._skip(change, "retention counted on this run's backup, which did not complete")
             else:
                 outcome = self._run_change(change)
                 outcomes[index] = outcome
                 if outcome.result is Result.FAILED and change.action in _BLOCKING:
                     blocked = f"{change.action.value} failed"
+                backed_up = backed_up or (change.action is Action.BACKUP and outcome.result is Result.SUCCEEDED)
 
     def _skip(self, change: Change, why: str) -> Outcome:
         self._journal(change, EventStatus.SKIPPED, {"reason": why})
@@ -264,6 +274,9 @@ class ThreadJournals:
 
     def record_event(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         self.get().record_event(*args, **kwargs)
+
+    def never_completed(self, run_id: str) -> bool:
+        return never_completed(self.get(), run_id)
 
     def close_current(self) -> None:
         """Close this thread's connection (only its own thread may)."""

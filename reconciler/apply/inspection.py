@@ -14,6 +14,11 @@ incremental would otherwise keep stale bytes in a now-excluded range or leave a 
 Forcing a full read is simpler and safer than punching holes, which zfs-fuse and some ZFS versions do not
 support; it costs one full read per policy change.
 
+Thin backups (`skipFreeBlocks`): over the same connection, the allocation map of every volume with a
+reader (ext2/3/4, NTFS, swap; `adapters.inspect.allocation`) is read too; the free blocks of volumes
+that are backed up become each disk's `free` ranges, which `core.thin` turns into what to read and what
+to punch. They are not holes: the hole digest, and so the "read in full" rule above, ignores them.
+
 Optional deep inspection (libguestfs) runs after a backup that read a disk in full, and only when the
 policy excludes what headers cannot show (`upd`, `dedup`, `mountPoints`): on the backup's images, never
 the production VM. Its facts are recorded as `reconciler:deep`; the next backup decides with them.
@@ -29,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.adapters.inspect import DiskReport, InspectError, NbdReader, PartitionReport, analyse, inspect_disk
+from reconciler.adapters.inspect.allocation import Allocation, AllocationMap, read_volume_allocations
 from reconciler.adapters.inspect.model import DiskLayout
 from reconciler.adapters.inspect.vm import DeepFacts
 from reconciler.adapters.nbd.client import NbdClient, NbdClientError
@@ -46,13 +52,16 @@ from reconciler.adapters.zfs.volumes import (  # noqa: F401 - re-exported for th
     recorded_holes,
     volume_findings,
 )
-from reconciler.core.extents import normalise
+from reconciler.core.extents import Range, normalise
+from reconciler.core.thin import ThinVolume
 from reconciler.core.volumes import Verdict, findings
 from reconciler.policy.model import Exclusions
 
 DEEP_PROPERTY = PREFIX + "deep"
 # disk key -> partition index -> what deep inspection (libguestfs) found on that volume
 DeepByKey = Mapping[int, Mapping[int, DeepFacts]]
+# disk key -> partition index -> its allocation map (or why it was not read)
+AllocationsByKey = Mapping[int, Mapping[int, Allocation]]
 
 
 @dataclass(frozen=True)
@@ -79,12 +88,14 @@ def volume_name(report: PartitionReport) -> str:
 
 # ---- pure: layouts → decisions ---------------------------------------------------------------------------
 def decide_disks(
-    layouts: Sequence[tuple[int, DiskLayout | str]], exclusions: Exclusions, deep: DeepByKey | None = None
+    layouts: Sequence[tuple[int, DiskLayout | str]], exclusions: Exclusions, deep: DeepByKey | None = None,
+    allocations: AllocationsByKey | None = None,
 ) -> Inspection:
     """Pure: per disk key, its layout (or why it could not be read) → holes and findings.
 
     A disk that could not be inspected is read whole; the others are analysed together (duplicate GUIDs
-    and LDM groups span disks). `deep` adds what deep inspection of an earlier backup found."""
+    and LDM groups span disks). `deep` adds what deep inspection of an earlier backup found; `allocations`
+    (thin backups) the free blocks of the volumes that are backed up."""
     readable = [(key, layout) for key, layout in layouts if isinstance(layout, DiskLayout)]
     by_index = {(index, part): facts for index, (key, _) in enumerate(readable)
                 for part, facts in (deep or {}).get(key, {}).items()}
@@ -97,14 +108,34 @@ def decide_disks(
         if report is None:
             disks.append(DiskInspection(key, warnings=(f"not inspected, backed up whole: {layout}",)))
             continue
+        free, thin = _thin(report, (allocations or {}).get(key, {}))
         disks.append(DiskInspection(
             key=key,
             holes=tuple(normalise(report.holes, size=report.layout.size)),
             findings=findings(key, ((volume_name(p), p.verdict) for p in report.partitions)),
             warnings=report.warnings,
             skipped=tuple(p.partition.index for p in report.partitions if p.verdict.verdict is not Verdict.BACKUP),
+            free=free,
+            thin=thin,
         ))
     return Inspection(tuple(disks), tuple(layouts), deep)
+
+
+def _thin(report: DiskReport, allocations: Mapping[int, Allocation]
+          ) -> tuple[tuple[Range, ...], tuple[ThinVolume, ...]]:
+    """Free ranges and per-volume findings of the volumes this backup reads (skipped ones are holes)."""
+    free: list[Range] = []
+    volumes = []
+    for row in report.partitions:
+        found = allocations.get(row.partition.index)
+        if found is None or row.verdict.verdict is not Verdict.BACKUP:
+            continue
+        if isinstance(found, AllocationMap):
+            free += found.free
+            volumes.append(ThinVolume(volume_name(row), found.length, allocated=found.allocated_bytes))
+        else:
+            volumes.append(ThinVolume(volume_name(row), row.partition.length, declined=found.reason))
+    return tuple(normalise(free, size=report.layout.size)), tuple(volumes)
 
 
 # ---- I/O: read the headers over NBD ----------------------------------------------------------------------
@@ -112,10 +143,12 @@ SourceFor = Callable[[Path], Any]  # run dir -> an nbdkit source serving one dis
 
 
 def inspect_vm(disks: Sequence[tuple[int, SourceFor]], exclusions: Exclusions, run_dir_for: Callable[[int], Path],
-               deep: DeepByKey | None = None) -> Inspection:
-    """Read each disk's headers from the snapshot's NBD export (the same nbdkit source the copy uses) and
-    decide. Never raises for what a disk contains: a failure leaves that disk to be read whole."""
+               deep: DeepByKey | None = None, thin: bool = False, quiesced: bool = True) -> Inspection:
+    """Read each disk's headers (and, `thin`, its volumes' allocation maps) from the snapshot's NBD export
+    (the same nbdkit source the copy uses) and decide. Never raises for what a disk contains: a failure
+    leaves that disk to be read whole."""
     layouts: list[tuple[int, DiskLayout | str]] = []
+    allocations: dict[int, dict[int, Allocation]] = {}
     for key, source_for in disks:
         run_dir = run_dir_for(key)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -123,7 +156,11 @@ def inspect_vm(disks: Sequence[tuple[int, SourceFor]], exclusions: Exclusions, r
             server = NbdkitServer(source_for(run_dir), Listen(socket=run_dir / "nbd.sock"),
                                   log_path=run_dir / "nbdkit.log", exit_with_parent=True)
             with server, NbdClient.open(server.uri) as client:
-                layouts.append((key, inspect_disk(NbdReader(client.handle), f"disk {key}")))
+                reader = NbdReader(client.handle)
+                layout = inspect_disk(reader, f"disk {key}")
+                layouts.append((key, layout))
+                if thin:
+                    allocations[key] = read_volume_allocations(reader, layout, quiesced)
         except (InspectError, NbdClientError, NbdkitError, OSError) as exc:
             layouts.append((key, str(exc)))
         except Exception as exc:  # a parser bug on odd headers must not fail the backup
@@ -133,7 +170,7 @@ def inspect_vm(disks: Sequence[tuple[int, SourceFor]], exclusions: Exclusions, r
                 (run_dir / leftover).unlink(missing_ok=True)
             with contextlib.suppress(OSError):  # something unexpected left behind: kept for a post-mortem
                 run_dir.rmdir()
-    return decide_disks(layouts, exclusions, deep)
+    return decide_disks(layouts, exclusions, deep, allocations)
 
 
 def changed_holes(inspection: Inspection, recorded: Mapping[int, str], key: int) -> bool:

@@ -1,5 +1,6 @@
 """`reconciler apply PATH… | PLANFILE`: lock the repositories → observe → plan (or check a saved plan still
-fits the world) → show it and ask → execute → summary. Exit 1 when any change failed, naming the VMs."""
+fits the world) → show it and ask → execute → summary. Exit 1 when any change failed, naming the VMs, or
+when the plan was incomplete (a connection or repository it needed could not be observed)."""
 
 from __future__ import annotations
 
@@ -111,7 +112,10 @@ def _apply(paths: tuple[Path, ...], auto_approve: bool, as_json: bool, state_dir
             if not the_plan.changes:
                 if metrics_textfile is not None:  # fresh "last success" gauges even when nothing was due
                     _write_metrics(metrics_textfile, policies, observed, [], [])
-                return EXIT_ERROR if the_plan.has_errors else EXIT_OK
+                if as_json and not the_plan.complete:  # no plan was rendered: say it where a script looks
+                    click.echo(f"apply is incomplete: {the_plan.unobserved.describe()}; nothing else to do",
+                               err=True)
+                return EXIT_ERROR if the_plan.has_errors or not the_plan.complete else EXIT_OK
             if not auto_approve and not _approved(console, as_json):
                 return EXIT_ERROR
             journal.start_run(run_id, "apply")
@@ -145,6 +149,10 @@ def _apply(paths: tuple[Path, ...], auto_approve: bool, as_json: bool, state_dir
                                [c for c in the_plan.changes if c not in done])
             if failed:
                 click.echo(f"apply failed for: {', '.join(names)}", err=True)
+                return EXIT_ERROR
+            if not the_plan.complete:  # what was seen is done; exit 0 would claim the world matches
+                click.echo(f"apply is incomplete: {the_plan.unobserved.describe()}; their VMs were not reconciled",
+                           err=True)
                 return EXIT_ERROR
             return EXIT_OK
     except ApplyLocked as exc:

@@ -11,6 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from reconciler.adapters.inspect import DiskReport, InspectError, analyse, inspect_image
+from reconciler.adapters.inspect.allocation import Allocation, AllocationMap, read_volume_allocations
+from reconciler.adapters.inspect.reader import FileReader
+from reconciler.core.thin import ThinVolume
 from reconciler.core.volumes import Verdict
 from reconciler.policy.model import Exclusions
 
@@ -42,7 +45,40 @@ def parse_exclusions(text: str) -> Exclusions:
     return Exclusions(**flags, mount_points=tuple(mount_points))
 
 
-def to_json(reports: Sequence[DiskReport]) -> dict[str, Any]:
+Allocations = Sequence[dict[int, Allocation]]  # per disk, per partition index
+
+
+def thin_volumes(report: DiskReport, allocations: dict[int, Allocation]) -> list[tuple[int, ThinVolume]]:
+    """(partition index, finding) for each volume a backup reads and an allocation reader exists for."""
+    found = []
+    for row in report.partitions:
+        part = row.partition
+        allocation = allocations.get(part.index)
+        if allocation is None or row.verdict.verdict is not Verdict.BACKUP:
+            continue
+        name = f"partition {part.index}"
+        if isinstance(allocation, AllocationMap):
+            found.append((part.index, ThinVolume(name, allocation.length, allocated=allocation.allocated_bytes)))
+        else:
+            found.append((part.index, ThinVolume(name, part.length, declined=allocation.reason)))
+    return found
+
+
+def to_json(reports: Sequence[DiskReport], allocations: Allocations | None = None) -> dict[str, Any]:
+    """`allocations` (`--allocation`) adds each readable volume's `allocation` to its partition."""
+    document = _to_json(reports)
+    if allocations is None:
+        return document
+    for disk, report, per_partition in zip(document["disks"], reports, allocations, strict=True):
+        found = dict(thin_volumes(report, per_partition))
+        for partition in disk["partitions"]:
+            if (volume := found.get(partition["index"])) is not None:
+                partition["allocation"] = {"allocated": volume.allocated, "skipped": volume.skipped,
+                                           "declined": volume.declined}
+    return document
+
+
+def _to_json(reports: Sequence[DiskReport]) -> dict[str, Any]:
     return {
         "disks": [
             {
@@ -77,7 +113,8 @@ def _size(value: int) -> str:
     raise AssertionError("unreachable")
 
 
-def render(reports: Sequence[DiskReport], console: Console, deep_notes: Sequence[str] = ()) -> None:
+def render(reports: Sequence[DiskReport], console: Console, deep_notes: Sequence[str] = (),
+           allocations: Allocations | None = None) -> None:
     for disk, report in enumerate(reports):
         layout = report.layout
         title = f"disk {disk}: {layout.path} ({_size(layout.size)}, {layout.table})"
@@ -106,6 +143,8 @@ def render(reports: Sequence[DiskReport], console: Console, deep_notes: Sequence
                 str(row.verdict.reason or ""),
             )
         console.print(table)
+        for _, volume in thin_volumes(report, allocations[disk]) if allocations is not None else ():
+            console.print(f"thin: {volume.describe()}")
         for warning in report.warnings:
             console.print(f"[yellow]warning:[/yellow] {warning}")
     for note in deep_notes:
@@ -122,11 +161,19 @@ def render(reports: Sequence[DiskReport], console: Console, deep_notes: Sequence
     metavar="LIST",
     help="Verdicts under these policy exclusions: refs,dynamic-disk,upd,lvm,bitlocker,dedup or mount points.",
 )
-def inspect(images: tuple[str, ...], deep: bool, as_json: bool, exclude: str) -> None:
+@click.option("--allocation", is_flag=True,
+              help="Also read each volume's allocation map: what a thin backup (skipFreeBlocks) would skip.")
+def inspect(images: tuple[str, ...], deep: bool, as_json: bool, exclude: str, allocation: bool) -> None:
     """Show the partitions of IMAGE… (the disks of one VM) and what a backup would read."""
     exclusions = parse_exclusions(exclude)
+    allocations: list[dict[int, Allocation]] | None = None
     try:
         layouts = [inspect_image(path) for path in images]
+        if allocation:
+            allocations = []
+            for path, layout in zip(images, layouts, strict=True):
+                with FileReader(path) as reader:
+                    allocations.append(read_volume_allocations(reader, layout))
         deep_results, notes = None, []
         if deep:
             from reconciler.adapters.inspect.deep import Appliance
@@ -145,6 +192,6 @@ def inspect(images: tuple[str, ...], deep: bool, as_json: bool, exclude: str) ->
         raise click.ClickException(str(exc)) from exc
     reports = analyse(layouts, exclusions, deep_results)
     if as_json:
-        click.echo(json.dumps(to_json(reports), indent=2))
+        click.echo(json.dumps(to_json(reports, allocations), indent=2))
     else:
-        render(reports, Console(), notes)
+        render(reports, Console(), notes, allocations)

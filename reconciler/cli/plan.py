@@ -41,7 +41,9 @@ def parse_at(value: str | None) -> dt.datetime:
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (format_version 1).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Save the plan for `apply PLANFILE`.")
 @click.option(
-    "--detailed-exitcode", is_flag=True, help="Exit 0 when nothing to do, 1 on error, 2 when there are changes."
+    "--detailed-exitcode", is_flag=True,
+    help="Exit 0 when nothing to do, 1 on error (also: nothing to do but the plan is incomplete), 2 when there "
+         "are changes."
 )
 @click.option("--at", "at", metavar="TIME", help="Plan as if now were TIME (ISO-8601; default: now).")
 @click.option(
@@ -83,7 +85,8 @@ def plan(
         render_human(the_plan, console, explain_retention=explain_retention)
         if out is not None:
             console.print(f"\nSaved the plan to {out}; run `reconciler apply {out}` to carry out exactly this.")
-    if the_plan.has_errors and not the_plan.has_changes:
+    if not the_plan.has_changes and (the_plan.has_errors or not the_plan.complete):
+        # nothing to do is only success when everything was seen: an incomplete plan is never "in sync"
         raise click.exceptions.Exit(EXIT_ERROR)
     if detailed_exitcode and the_plan.has_changes:
         raise click.exceptions.Exit(EXIT_CHANGES)

@@ -1,7 +1,8 @@
 """Plan renderers (Terraform style). They see only a `Plan`, never the world.
 
 `render_human` writes to a rich Console: changes grouped per policy and VM with their symbols and
-reasons, diagnostics below, then the summary line. `render_json` is the documented, versioned format.
+reasons, diagnostics below (with why a connection or repository was not observed), then the summary line,
+which names what was not observed. `render_json` is the documented, versioned format.
 """
 
 from __future__ import annotations
@@ -30,10 +31,21 @@ def _plural(count: int, word: str, plural: str | None = None) -> str:
     return f"{count} {word if count == 1 else (plural or word + 's')}"
 
 
+MATCHES = "No changes. The world matches the policies."
+
+
 def summary(plan: Plan) -> str:
-    """`Plan: 2 to pair, 5 backups (2 full, 3 incremental), 12 to prune, 1 snapshot to remove.`"""
-    if not plan.changes:
-        return "No changes. The world matches the policies."
+    """`Plan: 2 to pair, 5 backups (2 full, 3 incremental), 12 to prune, 1 snapshot to remove.`
+
+    An incomplete plan says so in the same line: "no changes" must never read as "in sync" when part
+    of the world could not be seen."""
+    if not plan.complete:
+        head = _changes(plan) if plan.changes else "No changes in what could be observed."
+        return f"{head} The plan is incomplete: {plan.unobserved.describe()}."
+    return _changes(plan) if plan.changes else MATCHES
+
+
+def _changes(plan: Plan) -> str:
     count = {a: 0 for a in Action}
     full = incremental = pruned = removed = 0
     for change in plan.changes:
@@ -64,7 +76,7 @@ def summary(plan: Plan) -> str:
         parts.append(f"{pruned} to prune")
     if removed:
         parts.append(f"{_plural(removed, 'snapshot')} to remove")
-    return "Plan: " + ", ".join(parts) + "." if parts else "No changes. The world matches the policies."
+    return "Plan: " + ", ".join(parts) + "." if parts else MATCHES
 
 
 def _headline(change: Change) -> str:

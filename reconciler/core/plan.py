@@ -6,11 +6,14 @@ nothing may decide anything from it. The JSON format (`format_version` 1; a read
     {"format_version": 1, "made_at": ISO-8601 UTC, "fingerprint": "sha256:…", "options": {…},
      "actions": [{"action": "backup", "kind": "full", "vm": {"instanceUuid", "name", "id", "connection"},
                   "policy": "gold", "reason": "…", "disks": [{"key", "mode", "reason"}], "wave": 0,
-                  "host": "esx-01", "datastores": [...], "snapshots": [...], "before": {…}, "after": {…}}],
+                  "host": "esx-01", "datastores": [...], "snapshots": [...], "before": {…}, "after": {…},
+                  "after_backup": true}],
      "diagnostics": [{"code", "severity", "message", "vm"?, "disk"?, "location"?}],
-     "retention": [{"vm": {…}, "policy", "kept": [{"name", "rules": [...]}]}]}   (--explain-retention)
+     "retention": [{"vm": {…}, "policy", "kept": [{"name", "rules": [...]}]}],   (--explain-retention)
+     "complete": bool, "unobserved": {"connections": [{"name", "reason"}], "repositories": [...]}}
 
-Keys whose value is empty are left out.
+Keys of an action whose value is empty are left out. `complete` is false when a connection or repository
+that a policy needs could not be observed: then "no changes" does not mean the world matches.
 """
 
 from __future__ import annotations
@@ -101,6 +104,8 @@ class Change:
     wave: int | None = None  # backups in the same wave may run together (load spreading)
     host: str | None = None
     datastores: tuple[str, ...] = ()
+    # a prune that retention asks for only once this run's backup of the VM is complete: skipped otherwise
+    after_backup: bool = False
 
     def sort_key(self) -> tuple[Any, ...]:
         vm = self.vm
@@ -117,6 +122,7 @@ class Change:
             "wave": self.wave,
             "host": self.host,
             "datastores": list(self.datastores),
+            "after_backup": self.after_backup or None,
         }
         data.update({k: v for k, v in optional.items() if v not in (None, [])})
         return data
@@ -137,6 +143,7 @@ class Change:
             wave=data.get("wave"),
             host=data.get("host"),
             datastores=tuple(data.get("datastores", ())),
+            after_backup=bool(data.get("after_backup", False)),
         )
 
 
@@ -167,6 +174,43 @@ class RetentionExplanation:
 
 
 @dataclass(frozen=True)
+class NotObserved:
+    """A connection or repository the plan needed and could not see, and why."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Unobserved:
+    connections: tuple[NotObserved, ...] = ()
+    repositories: tuple[NotObserved, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.connections or self.repositories)
+
+    def describe(self) -> str:
+        """`connection 'vc' and repositories 'a', 'b' not observed`; the one wording plan, apply and watch use."""
+        parts = []
+        for one, many, items in (("connection", "connections", self.connections),
+                                 ("repository", "repositories", self.repositories)):
+            if items:
+                parts.append(f"{one if len(items) == 1 else many} {', '.join(repr(i.name) for i in items)}")
+        return f"{' and '.join(parts)} not observed" if parts else ""
+
+    def to_json(self) -> dict[str, list[dict[str, str]]]:
+        return {kind: [{"name": n.name, "reason": n.reason} for n in items]
+                for kind, items in (("connections", self.connections), ("repositories", self.repositories))}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Unobserved:
+        def items(kind: str) -> tuple[NotObserved, ...]:
+            return tuple(NotObserved(d["name"], d.get("reason", "")) for d in data.get(kind, ()))
+
+        return cls(items("connections"), items("repositories"))
+
+
+@dataclass(frozen=True)
 class PlanOptions:
     allow_mass_prune: bool = False
     targets: tuple[str, ...] = ()
@@ -182,10 +226,16 @@ class Plan:
     options: PlanOptions = field(default_factory=PlanOptions)
     retention: tuple[RetentionExplanation, ...] = ()
     format_version: int = FORMAT_VERSION
+    unobserved: Unobserved = field(default_factory=Unobserved)
 
     @property
     def has_changes(self) -> bool:
         return bool(self.changes)
+
+    @property
+    def complete(self) -> bool:
+        """Everything the policies need was observed: only then does "no changes" mean "in sync"."""
+        return not self.unobserved
 
     @property
     def has_errors(self) -> bool:
@@ -205,6 +255,8 @@ class Plan:
             "actions": [c.to_json() for c in self.changes],
             "diagnostics": [d.to_json() for d in self.diagnostics],
             **({"retention": [r.to_json() for r in self.retention]} if self.retention else {}),
+            "complete": self.complete,
+            "unobserved": self.unobserved.to_json(),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -232,6 +284,7 @@ class Plan:
                                     tuple(options.get("targets", ())),
                                     bool(options.get("explain_retention", False))),
                 retention=tuple(RetentionExplanation.from_json(r) for r in data.get("retention", ())),
+                unobserved=Unobserved.from_json(data.get("unobserved") or {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise PlanFormatError(f"saved plan is malformed: {exc!r}") from exc

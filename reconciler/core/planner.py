@@ -27,7 +27,17 @@ from reconciler.core.observed import (
     VmHistory,
     VmState,
 )
-from reconciler.core.plan import Action, Address, Change, DiskPlan, Plan, PlanOptions, RetentionExplanation
+from reconciler.core.plan import (
+    Action,
+    Address,
+    Change,
+    DiskPlan,
+    NotObserved,
+    Plan,
+    PlanOptions,
+    RetentionExplanation,
+    Unobserved,
+)
 from reconciler.core.refs import VmRef
 from reconciler.core.selection import names_vm, selects
 from reconciler.policy.model import Location, PolicySet, ProtectionPolicy, Quiesce, Transport
@@ -67,6 +77,7 @@ def plan(
         made_at=now.astimezone(dt.UTC),
         options=options,
         retention=tuple(sorted(explained, key=lambda e: (e.policy, e.vm.name, e.vm.instance_uuid))),
+        unobserved=Unobserved(tuple(planner.unobserved_connections), tuple(planner.unobserved_repositories)),
     )
 
 
@@ -135,6 +146,9 @@ class _Planner:
         self.blocked_hosts: set[tuple[str, str]] = set()
         self.blocked_connections: set[str] = set()
         self.rules = {name: retention.policy_rules(r) for name, r in desired.retentions.items()}
+        # what the policies need and could not be seen (in name order): the plan is incomplete
+        self.unobserved_connections: list[NotObserved] = []
+        self.unobserved_repositories: list[NotObserved] = []
 
     def diag(self, code: Code, severity: Severity, message: str, vm: VmRef | None = None,
              disk: int | None = None, location: Location | None = None) -> None:
@@ -149,6 +163,7 @@ class _Planner:
             repo = self.repositories.get(name)
             if repo is None or not repo.reachable:
                 detail = repo.error_message if repo else "not observed"
+                self.unobserved_repositories.append(NotObserved(name, detail))
                 self.diag(Code.REPOSITORY_UNREACHABLE, Severity.ERROR,
                           f"repository {name!r} is unreachable: {detail}; nothing planned for its VMs",
                           location=self.desired.repositories[name].location)
@@ -192,6 +207,7 @@ class _Planner:
             code = (Code.THUMBPRINT_MISMATCH if state and state.error is ConnectionError_.THUMBPRINT_MISMATCH
                     else Code.CONNECTION_FAILED)
             detail = state.error_message if state and state.error_message else "not reachable"
+            self.unobserved_connections.append(NotObserved(name, detail))
             self.diag(code, Severity.ERROR, f"connection {name!r}: {detail}; its VMs are not planned",
                       location=location)
             return
@@ -262,10 +278,9 @@ class _Planner:
         if vm.consolidation_needed:
             self.add(Change(Action.CONSOLIDATE, ref, policy.name,
                             "vSphere reports that the VM's disks need consolidation"))
-        if active and not blocked:
-            self._backup(policy, vm, ref, chain)
+        planned = self._backup(policy, vm, ref, chain) if active and not blocked else None
         if chain is not None and (not chain.retired or active):
-            self._prune(policy, vm, ref, chain)
+            self._prune(policy, vm, ref, chain, planned)
 
     def add(self, change: Change) -> None:
         self.changes.append(change)
@@ -321,13 +336,13 @@ class _Planner:
                         f"interrupted backup {chain.dirty_run_id} left the live image dirty; {target}",
                         snapshots=tuple(after_good)))
 
-    def _backup(self, policy: ProtectionPolicy, vm: VmState, ref: VmRef, chain: Chain | None) -> None:
+    def _backup(self, policy: ProtectionPolicy, vm: VmState, ref: VmRef, chain: Chain | None) -> Change | None:
         sched = self.desired.schedules[policy.schedule]
         backups = chain.backups if chain is not None else ()  # a retired chain re-paired is reused
         last = _last_complete(backups)
         last_time = last.created if last else None
         if not schedule.is_due(sched, last_time, self.now):
-            return
+            return None
         history = self.history.get(vm.instance_uuid)
         force = None
         if last is None:
@@ -354,6 +369,7 @@ class _Planner:
         per_host = self.desired.connections[vm.connection].max_concurrent_per_host
         last_ts = last.created_ts if last else float("-inf")
         self.backups.append(_Backup(change, last_ts, len(vm.disks), api_type, per_host))
+        return change
 
     def _disk_plan(self, vm: VmState, ref: VmRef, backups: tuple[Backup, ...],
                    force: str | None) -> Iterable[DiskPlan]:
@@ -382,18 +398,11 @@ class _Planner:
             else:
                 yield DiskPlan(disk.key, BackupKind.INCREMENTAL, f"changes since {name}")
 
-    def _prune(self, policy: ProtectionPolicy, vm: VmState, ref: VmRef, chain: Chain) -> None:
+    def _prune(self, policy: ProtectionPolicy, vm: VmState, ref: VmRef, chain: Chain,
+               planned: Change | None) -> None:
         if not chain.backups:
             return
-        decision = retention.decide(
-            chain.backups, self.rules[policy.retention], self.now,
-            self.desired.schedules[policy.schedule].timezone,
-            index=chain.index,
-            live_disk_keys=frozenset(d.key for d in vm.disks),
-            repairing=bool(chain.dirty_run_id),
-            allow_mass_prune=self.options.allow_mass_prune,
-            explain=self.options.explain_retention,
-        )
+        decision = self._retention(policy, vm, chain.backups, chain)
         if decision.refused:
             self.diag(Code.MASS_PRUNE_REFUSED, Severity.WARNING,
                       f"retention would prune {decision.complete_pruned} of {decision.complete_total} "
@@ -404,6 +413,28 @@ class _Planner:
                             snapshots=decision.prune))
         if decision.kept:
             self.explanations.append(RetentionExplanation(ref, policy.name, decision.kept))
+        if planned is not None and not decision.refused:
+            # Judge retention as it will be once this run's backup is complete, so that one apply converges
+            # (the re-plan is empty); what only that backup makes redundant waits for it to succeed.
+            after = self._retention(policy, vm, (*chain.backups, _planned_backup(planned, vm, self.now)), None)
+            repaired = {n for c in self.changes if c.action is Action.REPAIR and c.vm == ref for n in c.snapshots}
+            extra = tuple(n for n in after.prune if n not in decision.prune and n not in repaired)
+            if extra and not after.refused:
+                self.add(Change(Action.PRUNE, ref, policy.name,
+                                f"outside retention {policy.retention!r} once this run's backup is complete",
+                                snapshots=extra, after_backup=True))
+
+    def _retention(self, policy: ProtectionPolicy, vm: VmState, backups: tuple[Backup, ...],
+                   chain: Chain | None) -> retention.RetentionDecision:
+        return retention.decide(
+            backups, self.rules[policy.retention], self.now,
+            self.desired.schedules[policy.schedule].timezone,
+            index=chain.index if chain is not None else None,
+            live_disk_keys=frozenset(d.key for d in vm.disks),
+            repairing=False if chain is None else bool(chain.dirty_run_id),
+            allow_mass_prune=self.options.allow_mass_prune,
+            explain=self.options.explain_retention and chain is not None,
+        )
 
     # -- the rest of the world ---------------------------------------------------------------------------
 
@@ -469,6 +500,12 @@ class _Planner:
             demands.append(loadspread.Demand(tuple(needs)))
         for item, wave in zip(ordered, loadspread.assign_waves(demands), strict=True):
             self.changes.append(replace(item.change, wave=wave))
+
+
+def _planned_backup(change: Change, vm: VmState, now: dt.datetime) -> Backup:
+    """The backup `change` will make, as retention sees it: complete, newest, of every live disk."""
+    disks = tuple(BackupDisk(d.key, d.change_id, d.capacity, d.backing) for d in vm.disks)
+    return Backup("(this run's backup)", now, change.kind, complete=True, disks=disks)
 
 
 def _last_complete(backups: tuple[Backup, ...]) -> Backup | None:

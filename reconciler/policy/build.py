@@ -263,6 +263,7 @@ def _policy(check: _Checker, name: str, spec: dict[str, Any], built: Built) -> P
         transports=tuple(Transport(t) for t in spec.get("transports", ("nbd",))),
         paused=spec.get("paused", False),
         verify=VerifyMode(spec.get("verify", "none")),
+        skip_free_blocks=spec.get("skipFreeBlocks", False),
     )
 
 

@@ -133,6 +133,8 @@ def _policy(p: ProtectionPolicy) -> dict[str, Any]:
         spec["paused"] = True
     if p.verify != "none":
         spec["verify"] = str(p.verify)
+    if p.skip_free_blocks:
+        spec["skipFreeBlocks"] = True
     return spec
 
 

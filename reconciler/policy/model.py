@@ -190,6 +190,9 @@ class ProtectionPolicy:
     transports: tuple[Transport, ...] = (Transport.NBD,)
     paused: bool = False
     verify: VerifyMode = VerifyMode.NONE
+    # thin backups: free blocks are not read. Opt-in: the image stops being a byte-for-byte copy of the
+    # disk (what `verify` and undelete-from-backup assume), and NTFS's $LogFile is not checked yet
+    skip_free_blocks: bool = False
     location: Location = field(default=Location("<memory>"), compare=False)
 
 

@@ -2,7 +2,8 @@
 
 Checks run on the event stream before anything is built, so hostile input is refused cheaply: only the
 standard tags (str, int, float, bool, null, map, seq; never `!!python/...` or custom `!tags`), bounded
-nesting depth, bounded aliases, and a bounded size once aliases are expanded (alias bombs). Duplicate
+nesting depth, bounded aliases, and a bounded size once aliases are expanded (alias bombs). Scalars that
+resolve to a number or date but cannot be built (too long, out of range) are errors at the scalar. Duplicate
 keys are reported with both places. Tabs in indentation get their own message, since YAML's is cryptic.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, NodeEvent
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -27,6 +29,10 @@ MAX_DEPTH = 64
 MAX_ALIASES = 1_000
 MAX_NODES = 100_000  # per file, after expanding aliases
 MAX_TAB_ERRORS = 10
+# Longer integers are never a count or a size; Python refuses >4,300 decimal digits, and a long hex one
+# would parse but crash every message that shows it. Checked on the text, before converting it.
+MAX_INTEGER_CHARS = 100
+SHOWN_CHARS = 40  # of a refused scalar, in its message
 
 _STANDARD = "tag:yaml.org,2002:"
 ALLOWED_TAGS = frozenset({None, "!"} | {_STANDARD + t for t in ("str", "int", "float", "bool", "null", "map", "seq")})
@@ -67,8 +73,46 @@ class YamlProblem(Exception):
         self.errors = errors
 
 
+class _BadScalar(Exception):
+    """A plain scalar that resolves to a number or timestamp which cannot be built; at the node's mark."""
+
+    def __init__(self, mark: Any, message: str) -> None:
+        super().__init__(message)
+        self.mark = mark
+        self.message = message
+
+
+_SCALAR_KINDS = {_STANDARD + "int": "integer", _STANDARD + "float": "number", _STANDARD + "timestamp": "date/time"}
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "…")
+
+
+class _Constructor(RoundTripConstructor):
+    """ruamel's round-trip constructor, with scalars it cannot build (`2026-13-45`, `0x_`, a 5,000-digit
+    integer) turned into an error at the scalar instead of a bare ValueError."""
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        if not isinstance(node, ScalarNode):
+            return super().construct_object(node, deep)
+        kind = _SCALAR_KINDS.get(node.tag)
+        if kind == "integer" and len(node.value) > MAX_INTEGER_CHARS:
+            raise _BadScalar(node.start_mark, f"integer of {len(node.value)} characters is too long "
+                                              f"(at most {MAX_INTEGER_CHARS})")
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, IndexError, OverflowError) as exc:
+            if kind is None:
+                raise
+            # datetime says what is out of range ("month must be in 1..12"); other reasons are internals
+            reason = f": {exc}" if isinstance(exc, ValueError) and len(str(exc)) <= SHOWN_CHARS else ""
+            raise _BadScalar(node.start_mark, f"invalid {kind} {_shown(node.value)}{reason}") from None
+
+
 def _yaml() -> YAML:
     yaml = YAML(typ="rt")
+    yaml.Constructor = _Constructor
     yaml.allow_duplicate_keys = False
     return yaml
 
@@ -271,6 +315,9 @@ def parse_documents(text: str, locate: Locator) -> list[Document]:
         raise YamlProblem([_syntax_error(exc, locate, text)]) from None
     except RecursionError:
         raise YamlProblem([PolicyError(locate(1, 1), "nesting too deep")]) from None
+    except _BadScalar as exc:
+        hint = "quote it if it is meant as text"
+        raise YamlProblem([PolicyError(_mark_location(locate, exc.mark), exc.message, hint)]) from None
     documents: list[Document] = []
     converter = _Converter(locate, MAX_NODES)
     starts_iter: Iterator[Location] = iter(starts)

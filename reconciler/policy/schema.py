@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 
 from reconciler.policy.errors import PolicyError
@@ -34,22 +34,34 @@ def schema() -> dict[str, Any]:
     return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
+def _is_whole_number(_checker: object, value: Any) -> bool:
+    # JSON Schema counts 3.0 as an integer; the model would then carry a float count into slicing and
+    # ranges, so a policy's whole numbers are written as whole numbers
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_Validator = validators.extend(
+    Draft202012Validator, type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_whole_number)
+)
+
+
 @functools.cache
 def _validator() -> Draft202012Validator:
-    return Draft202012Validator(schema())
+    return _Validator(schema())
 
 
 def _json_type(value: Any) -> str:
     for name, kinds in (
         ("true or false", bool),
         ("a whole number", int),
-        ("a number", float),
         ("a string", str),
         ("a mapping", dict),
         ("a list", list),
     ):
         if isinstance(value, kinds):
             return name
+    if isinstance(value, float):
+        return repr(value)  # `1.5`, `inf`, `nan`: the value says more than "a number"
     return "empty" if value is None else type(value).__name__
 
 
@@ -132,6 +144,8 @@ def _message(doc: Document, error: ValidationError) -> list[PolicyError]:
     if kind == "pattern":
         return [PolicyError(where, f"invalid {name} {value!r}", description)]
     if kind in ("minimum", "maximum"):
+        if error.schema.get("type") == "integer" and isinstance(value, float):
+            return []  # `.inf` where a whole number belongs: the type error says it, a bound would be noise
         bound = "at least" if kind == "minimum" else "at most"
         return [PolicyError(where, f"{name} must be {bound} {expected}, not {value}")]
     if kind in ("minItems", "minLength") and expected == 1:

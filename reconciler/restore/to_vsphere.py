@@ -15,7 +15,13 @@ from pyVmomi import vim
 
 from reconciler.adapters.vsphere.ops import TaskFailed, datastore_file_url, session_cookie, wait_task
 from reconciler.adapters.vsphere.parse import moref_id
-from reconciler.adapters.vsphere.session import VsphereError, VsphereSession, fingerprints, normalise_thumbprint
+from reconciler.adapters.vsphere.session import (
+    ConnectionFailed,
+    Endpoint,
+    PinnedHTTPSConnection,
+    VsphereError,
+    VsphereSession,
+)
 from reconciler.restore.clone import DiskImage
 from reconciler.restore.locate import RestoreError
 
@@ -142,16 +148,16 @@ def _connection(url: str, thumbprint: str | None) -> http.client.HTTPConnection:
     parts = urlsplit(url)
     if parts.scheme == "http":
         return http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=300, blocksize=UPLOAD_BLOCK)
+    if thumbprint is None:
+        return http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=300, blocksize=UPLOAD_BLOCK,
+                                           context=ssl.create_default_context())
     # the certificate is pinned by thumbprint (ESXi and vCenter certificates rarely chain to a trusted CA)
-    context = ssl._create_unverified_context() if thumbprint is not None else ssl.create_default_context()
-    connection = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=300, context=context,
-                                             blocksize=UPLOAD_BLOCK)
-    connection.connect()
-    if thumbprint is not None:
-        der = connection.sock.getpeercert(binary_form=True) or b""
-        if normalise_thumbprint(thumbprint) not in {normalise_thumbprint(f) for f in fingerprints(der)}:
-            connection.close()
-            raise RestoreError(f"{parts.hostname}: the certificate does not match the pinned thumbprint")
+    connection = PinnedHTTPSConnection(Endpoint("https", parts.hostname or "", parts.port or 443, parts.path),
+                                       thumbprint, timeout=300, blocksize=UPLOAD_BLOCK)
+    try:
+        connection.connect()
+    except ConnectionFailed as exc:
+        raise RestoreError(str(exc)) from None
     return connection
 
 

@@ -238,7 +238,10 @@ class Watcher:
             by_action[change.action.value] = by_action.get(change.action.value, 0) + 1
         self.emit("info", "plan.ready", changes=len(plan.changes), actions=by_action or None,
                   diagnostics=len(plan.diagnostics), errors=sum(d.severity.value == "error" for d in plan.diagnostics),
-                  fingerprint=plan.fingerprint)
+                  fingerprint=plan.fingerprint, complete=plan.complete)
+        if not plan.complete:
+            self.emit("warning", "plan.incomplete", detail=f"the plan is incomplete: {plan.unobserved.describe()}",
+                      **plan.unobserved.to_json())
         for diagnostic in plan.diagnostics:
             if diagnostic.severity.value == "error":
                 self.emit("warning", "plan.diagnostic", **diagnostic.to_json())
@@ -261,7 +264,8 @@ class Watcher:
         self.emit("info", "clock.sleep", until=self._wake_at,
                   next=f"{first.vm} ({first.policy}) due {_iso(first.at)}" if first else "re-plan (resync)")
         self.emit("info", "cycle.done", pending=len(report.pending))
-        systemd.notify(f"STATUS={len(report.pending)} change(s) pending; next wake {_iso(self._wake_at)}")
+        incomplete = "" if plan.complete else f"; plan incomplete: {plan.unobserved.describe()}"
+        systemd.notify(f"STATUS={len(report.pending)} change(s) pending{incomplete}; next wake {_iso(self._wake_at)}")
 
 
 def _count_cycle(data: m.MetricsData, result: str) -> m.MetricsData:

@@ -116,8 +116,9 @@ def test_retention_prunes_beyond_keep_last_and_keeps_the_newest(world: World, in
     assert all(run.returncode == 0 for run in runs), runs[-1].report()
     assert runs[-1].done(VM, "prune")["result"] == "succeeded"
     backups = world.complete_backups(VM)
-    # the plan prunes what retention no longer keeps (keepLast: 3), then adds this run's backup
-    assert len(backups) == world.keep_last + 1
+    # retention (keepLast: 3) counts this run's backup: what it pushes out goes in the same apply
+    assert len(backups) == world.keep_last
+    assert backups[-1].name == runs[-1].done(VM, "backup")["snapshot"]
     assert world.vmware_snapshots(VM) == []
 
 

@@ -204,9 +204,14 @@ def test_due_vm_with_a_continuing_chain_gets_an_incremental(plan):
 
 
 def test_backups_outside_retention_are_pruned_oldest_first(plan, world):
-    prune = actions(plan, "web-01")[Action.PRUNE]
-    assert len(prune.snapshots) == 2  # 6 backups, keepLast 4
-    assert all(name.startswith("reconciler-") for name in prune.snapshots)
+    prunes = [c for c in plan.changes if c.vm.name == "web-01" and c.action is Action.PRUNE]
+    now = [c for c in prunes if not c.after_backup]
+    later = [c for c in prunes if c.after_backup]
+    # 6 backups, keepLast 4: two go now; the planned backup pushes out one more, pruned only once it exists
+    assert len(now) == 1 and len(now[0].snapshots) == 2
+    assert len(later) == 1 and len(later[0].snapshots) == 1
+    assert max(now[0].snapshots) < later[0].snapshots[0]
+    assert all(name.startswith("reconciler-") for c in prunes for name in c.snapshots)
 
 
 def test_dirty_dataset_is_repaired_and_its_next_backup_is_full(plan):

@@ -145,6 +145,15 @@ class Journal(Protocol):
     def close(self) -> None: ...
 
 
+def never_completed(journal: Journal, run_id: str) -> bool:
+    """The journal knows `run_id`, it is not running any more, and it did not succeed: whatever it left
+    behind under its name is an unfinished piece of ours."""
+    run = journal.run(run_id)
+    if run is None or (run.in_progress and not run.interrupted):
+        return False
+    return run.result is not RunResult.SUCCEEDED
+
+
 def process_start(pid: int) -> int | None:
     """Start time of a live, non-zombie process (field 22 of /proc/PID/stat), or None."""
     try:

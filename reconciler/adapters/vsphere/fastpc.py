@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import http.client
-import ssl
 from collections.abc import Iterable, Iterator
 from typing import Any
 from xml.sax.saxutils import escape
@@ -19,7 +18,12 @@ from xml.sax.saxutils import escape
 from lxml import etree
 from pyVmomi import vim
 
-from reconciler.adapters.vsphere.session import VsphereError, VsphereSession
+from reconciler.adapters.vsphere.session import (
+    PinnedHTTPSConnection,
+    VsphereError,
+    VsphereSession,
+    unverified_context,
+)
 
 XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
 PAGE_SIZE = 1000
@@ -154,13 +158,12 @@ class _Wire:
 
     def __init__(self, session: VsphereSession, si: vim.ServiceInstance) -> None:
         ep = session.endpoint
-        if ep.scheme == "https":
-            context = ssl.create_default_context()
-            # the certificate was pinned when the session logged in, on this very endpoint
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            self.conn: http.client.HTTPConnection = http.client.HTTPSConnection(ep.host, ep.port, context=context,
-                                                                                timeout=300)
+        self.conn: http.client.HTTPConnection
+        if ep.scheme == "https" and session.thumbprint is not None:
+            # this is a connection of its own, not the one login pinned: it must pin again, before the cookie
+            self.conn = PinnedHTTPSConnection(ep, session.thumbprint, timeout=300)
+        elif ep.scheme == "https":  # the Connection was explicitly made insecure, as its login was
+            self.conn = http.client.HTTPSConnection(ep.host, ep.port, context=unverified_context(), timeout=300)
         else:
             self.conn = http.client.HTTPConnection(ep.host, ep.port, timeout=300)
         self.path = ep.path

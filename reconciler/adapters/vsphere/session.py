@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import socket
 import ssl
 import threading
@@ -73,28 +74,60 @@ def fingerprints(der_cert: bytes) -> tuple[str, str]:
     return colon(hashlib.sha1(der_cert).digest()), colon(hashlib.sha256(der_cert).digest())
 
 
-def peer_certificate(endpoint: Endpoint, timeout: float = 10.0) -> bytes:
+def unverified_context() -> ssl.SSLContext:
+    """A TLS context that accepts any certificate: every user of it must call `verify_pin` on the peer."""
     context = ssl.create_default_context()
     context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # we compare the pin ourselves, below
+    context.verify_mode = ssl.CERT_NONE  # ESXi/vCenter certificates rarely chain to a trusted CA: we pin
+    return context
+
+
+def peer_certificate(endpoint: Endpoint, timeout: float = 10.0) -> bytes | None:
     with (
         socket.create_connection((endpoint.host, endpoint.port), timeout=timeout) as raw,
-        context.wrap_socket(raw, server_hostname=endpoint.host) as tls,
+        unverified_context().wrap_socket(raw, server_hostname=endpoint.host) as tls,
     ):
-        cert = tls.getpeercert(binary_form=True)
-    if cert is None:
+        return tls.getpeercert(binary_form=True)
+
+
+def verify_pin(endpoint: Endpoint, thumbprint: str, der: bytes | None) -> None:
+    """Fail closed unless `der`, the certificate the peer presented, has the pinned SHA-1 or SHA-256 thumbprint."""
+    if der is None:
         raise ConnectionFailed(f"{endpoint}: the server presented no certificate")
-    return cert
+    sha1, sha256 = fingerprints(der)
+    if normalise_thumbprint(thumbprint) not in (normalise_thumbprint(sha1), normalise_thumbprint(sha256)):
+        raise ThumbprintMismatch(str(endpoint), thumbprint, sha1, sha256)
 
 
 def check_pin(endpoint: Endpoint, thumbprint: str) -> None:
+    """Check the pin on a connection of its own, before pyVmomi sends the credentials on another."""
     try:
         der = peer_certificate(endpoint)
     except OSError as exc:
         raise ConnectionFailed(f"{endpoint}: {exc}") from None
-    sha1, sha256 = fingerprints(der)
-    if normalise_thumbprint(thumbprint) not in (normalise_thumbprint(sha1), normalise_thumbprint(sha256)):
-        raise ThumbprintMismatch(str(endpoint), thumbprint, sha1, sha256)
+    verify_pin(endpoint, thumbprint, der)
+
+
+class PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS that checks the pin on every (re)connect, after the handshake and before a byte is sent.
+
+    `http.client` reconnects silently when a keep-alive connection was closed, so checking once after the
+    first connect would not be enough: the check lives in `connect()`, which every send goes through.
+    """
+
+    def __init__(self, endpoint: Endpoint, thumbprint: str, *, timeout: float = 300.0, blocksize: int = 8192) -> None:
+        super().__init__(endpoint.host, endpoint.port, timeout=timeout, context=unverified_context(),
+                         blocksize=blocksize)
+        self.endpoint = endpoint
+        self.thumbprint = thumbprint
+
+    def connect(self) -> None:
+        super().connect()  # TCP connect and TLS handshake (wrap_socket handshakes on connect)
+        try:
+            verify_pin(self.endpoint, self.thumbprint, self.sock.getpeercert(binary_form=True))
+        except ConnectionFailed:
+            self.close()
+            raise
 
 
 class VsphereSession:
@@ -168,6 +201,11 @@ class VsphereSession:
         self.close()
 
     # -- calls -----------------------------------------------------------------------------------
+
+    @property
+    def thumbprint(self) -> str | None:
+        """The pinned thumbprint; None only when the connection was explicitly made insecure."""
+        return self._thumbprint
 
     @property
     def content(self) -> vim.ServiceInstanceContent:

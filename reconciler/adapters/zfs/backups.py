@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reconciler.adapters.zfs.base import SnapshotInfo, ZfsDriver, ZfsError
@@ -78,10 +78,25 @@ class BackupSnapshotRecord:
     deep: str | None = None  # the raw reconciler:deep JSON: deep inspection (libguestfs) of this backup's images
     verified: str | None = None  # reconciler:verified, ISO time of the last verification
     verify_result: str | None = None  # reconciler:verify-result, "ok" or "failed: …"
+    # no reconciler:managed yet, but named for a run of ours that never finished: our backup, cut off while
+    # labelling (zfs-fuse sets properties one by one after `zfs snapshot`; a kill -9 can land in between)
+    unlabelled: bool = False
 
     @property
     def complete(self) -> bool:
         return self.managed and self.status == "complete"
+
+    @property
+    def ours(self) -> bool:
+        """We made it: labelled so, or recognised as our own cut-off backup."""
+        return self.managed or self.unlabelled
+
+    @property
+    def name_run_id(self) -> str | None:
+        """The run id in the name `…@reconciler-<run id>`, if the name has that shape."""
+        short = self.name.partition("@")[2]
+        run_id = short.removeprefix(SNAPSHOT_PREFIX)
+        return run_id if short.startswith(SNAPSHOT_PREFIX) and RUN_ID.match(run_id) else None
 
     @property
     def held(self) -> bool:
@@ -100,8 +115,14 @@ class RepositoryRecord:
 
 
 # ---- read --------------------------------------------------------------------------------------------
-def read_repository(driver: ZfsDriver, parent: str) -> RepositoryRecord:
-    """Every VM dataset directly under `parent` and all their snapshots, in two commands."""
+# run id -> True when the journal knows that run and it is not running any more (it never completed)
+UnfinishedRun = Callable[[str], bool]
+
+
+def read_repository(driver: ZfsDriver, parent: str, unfinished_run: UnfinishedRun | None = None) -> RepositoryRecord:
+    """Every VM dataset directly under `parent` and all their snapshots, in two commands. A snapshot without
+    our label but named for the run in its dataset's dirty mark (or for a run `unfinished_run` confirms) is
+    recognised as ours and incomplete, so repair can remove it (see `recognise_unlabelled`)."""
     try:
         datasets = driver.list_datasets(parent, DATASET_PROPERTIES)
     except ZfsError as error:
@@ -113,11 +134,25 @@ def read_repository(driver: ZfsDriver, parent: str) -> RepositoryRecord:
         for d in datasets
         if d.name.rpartition("/")[0] == parent
     )
-    names = {d.dataset for d in vm_datasets}
+    dirty = {d.dataset: d.dirty_run_id for d in vm_datasets}
     snapshots = tuple(
-        snapshot_record(s) for s in driver.list_snapshots(parent, SNAPSHOT_PROPERTIES) if s.dataset in names
+        recognise_unlabelled(snapshot_record(s), dirty[s.dataset], unfinished_run)
+        for s in driver.list_snapshots(parent, SNAPSHOT_PROPERTIES) if s.dataset in dirty
     )
     return RepositoryRecord(parent, True, vm_datasets, snapshots)
+
+
+def recognise_unlabelled(snap: BackupSnapshotRecord, dirty_run_id: str | None,
+                         unfinished_run: UnfinishedRun | None = None) -> BackupSnapshotRecord:
+    """Pure but for `unfinished_run`: mark `snap` as our unlabelled incomplete backup when its name is
+    `reconciler-<run id>` and that run is the one the dataset's dirty mark names, or one the journal shows
+    never completed. Anything else without our label stays foreign."""
+    run_id = snap.name_run_id
+    if snap.managed or run_id is None:
+        return snap
+    if run_id == dirty_run_id or (unfinished_run is not None and unfinished_run(run_id)):
+        return replace(snap, unlabelled=True)
+    return snap
 
 
 def _vm_dataset(name: str, props: Mapping[str, str], mountpoint: str | None, used: int,
@@ -225,9 +260,10 @@ def backup_properties(kind: str, vm_created: str, disks: Sequence[Mapping[str, A
 class BackupRepository:
     """The write side of the contract, on one repository parent dataset."""
 
-    def __init__(self, driver: ZfsDriver, parent: str) -> None:
+    def __init__(self, driver: ZfsDriver, parent: str, unfinished_run: UnfinishedRun | None = None) -> None:
         self.driver = driver
         self.parent = parent
+        self.unfinished_run = unfinished_run
 
     def dataset_for(self, instance_uuid: str) -> str:
         if not instance_uuid or "/" in instance_uuid or "@" in instance_uuid:
@@ -235,7 +271,7 @@ class BackupRepository:
         return f"{self.parent}/{instance_uuid}"
 
     def read(self) -> RepositoryRecord:
-        return read_repository(self.driver, self.parent)
+        return read_repository(self.driver, self.parent, self.unfinished_run)
 
     def pair(self, instance_uuid: str, vm_name: str, vm_id: str, connection: str, policy: str) -> str:
         """Create the VM's dataset (or re-adopt a retired one, data kept); returns its name."""

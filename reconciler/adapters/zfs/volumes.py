@@ -17,6 +17,7 @@ from reconciler.adapters.zfs.backups import BackupSnapshotRecord
 from reconciler.adapters.zfs.base import MAX_USER_PROPERTY_BYTES
 from reconciler.core.extents import Range, normalise
 from reconciler.core.observed import VolumeFinding
+from reconciler.core.thin import ThinVolume
 
 FORMAT_VERSION = 1
 
@@ -28,6 +29,10 @@ class DiskInspection:
     findings: tuple[VolumeFinding, ...] = ()
     warnings: tuple[str, ...] = ()
     skipped: tuple[int, ...] = ()  # indices of the partitions not read
+    # thin backups: free blocks of the volumes that are read. Kept apart from `holes`, whose digest decides
+    # whether an incremental may continue: free space changes every backup, and core.thin handles it
+    free: tuple[Range, ...] = ()
+    thin: tuple[ThinVolume, ...] = ()
 
     @property
     def holes_digest(self) -> str:
@@ -60,6 +65,12 @@ def encode(disks: Sequence[DiskInspection], limit: int = MAX_USER_PROPERTY_BYTES
                     entry["leftOut"] = left_out
             if items:
                 entry["findings"] = items
+            thin = [{"volume": t.volume, "size": t.size, "allocated": t.allocated} if t.allocated is not None
+                    else {"volume": t.volume, "size": t.size, "declined": (t.declined or "")[:200]}
+                    for t in disk.thin]
+            if thin and max_items != 0:
+                entry["thin"] = thin[:max_items]
+                entry["free"] = sum(r.length for r in disk.free)
             if warnings:
                 entry["warnings"] = warnings
             entries.append(entry)

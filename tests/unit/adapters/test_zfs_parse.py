@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.adapters.zfs import parse
-from reconciler.adapters.zfs.backups import snapshot_record
-from reconciler.adapters.zfs.base import ZfsError, check_property, split_snapshot_name
+from reconciler.adapters.zfs.backups import BackupSnapshotRecord, recognise_unlabelled, snapshot_record
+from reconciler.adapters.zfs.base import SnapshotInfo, ZfsError, check_property, split_snapshot_name
 from reconciler.adapters.zfs.cli import _chunks
 
 DATA = Path(__file__).parent / "data"
@@ -120,3 +120,25 @@ def test_long_name_lists_are_split_below_the_command_line_limit():
     assert [n for chunk in chunks for n in chunk] == names
     assert all(sum(len(n) + 1 for n in chunk) <= 100_000 for chunk in chunks)
     assert _chunks([]) == []
+
+
+def _unlabelled(name: str, **props: str) -> BackupSnapshotRecord:
+    return snapshot_record(SnapshotInfo(f"tank/agentless/{VM}@{name}", f"tank/agentless/{VM}", 1, 0, props))
+
+
+def test_a_snapshot_named_for_the_dirty_run_is_our_unlabelled_backup() -> None:
+    snap = recognise_unlabelled(_unlabelled("reconciler-20260102T030000Z-0f0f0f", **{"reconciler:kind": "full"}),
+                                "20260102T030000Z-0f0f0f")
+    assert snap.ours and snap.unlabelled and not snap.complete
+
+
+def test_a_snapshot_named_for_a_run_the_journal_shows_unfinished_is_ours() -> None:
+    snap = recognise_unlabelled(_unlabelled("reconciler-20260101T010000Z-aaaaaa"), None,
+                                lambda run_id: run_id == "20260101T010000Z-aaaaaa")
+    assert snap.ours and not snap.complete
+
+
+@pytest.mark.parametrize("name", ["manual", "reconciler-20260101T010000Z-bbbbbb", "reconciler-not-a-run-id"])
+def test_any_other_unlabelled_snapshot_stays_foreign(name: str) -> None:
+    snap = recognise_unlabelled(_unlabelled(name), "20260102T030000Z-0f0f0f", lambda run_id: False)
+    assert not snap.ours

@@ -22,7 +22,7 @@ from reconciler.core.observed import (
     VmSnapshot,
     VolumeFinding,
 )
-from reconciler.core.plan import Plan
+from reconciler.core.plan import Action, Plan
 from reconciler.core.planner import plan
 from reconciler.policy.model import PolicySet, ProtectionPolicy, Quiesce, Schedule, Selector
 from tests.unit.core.world import (
@@ -388,3 +388,27 @@ def test_a_schedule_that_cannot_be_evaluated_is_a_diagnostic_not_a_traceback(bad
     policies.schedules["daily"] = bad
     result = plan(policies, world((vm(1),)), NOW)
     assert [d.code.value for d in result.diagnostics] == ["policy-invalid"] and result.changes == ()
+
+
+def test_a_due_backup_brings_the_prune_it_makes_room_for_so_one_apply_converges() -> None:
+    v = vm(1)
+    snaps = tuple(backup(hours_ago(h), v) for h in (72, 48, 25))  # keepLast 3: all kept, one backup due
+    result = plan(desired(), world((v,), (chain(v, snaps),)), NOW)
+    prunes = [c for c in result.changes if c.action is Action.PRUNE]
+    assert [(c.snapshots, c.after_backup) for c in prunes] == [((snaps[0].name,), True)]
+    assert "once this run's backup is complete" in prunes[0].reason
+
+
+def test_a_prune_owed_anyway_does_not_wait_for_the_backup() -> None:
+    v = vm(1)
+    snaps = tuple(backup(hours_ago(h), v) for h in (96, 72, 48, 25))
+    result = plan(desired(), world((v,), (chain(v, snaps),)), NOW)
+    prunes = [(c.snapshots, c.after_backup) for c in result.changes if c.action is Action.PRUNE]
+    assert prunes == [((snaps[0].name,), False), ((snaps[1].name,), True)]
+
+
+def test_the_after_backup_mark_survives_a_saved_plan() -> None:
+    v = vm(1)
+    snaps = tuple(backup(hours_ago(h), v) for h in (72, 48, 25))
+    saved = plan(desired(), world((v,), (chain(v, snaps),)), NOW)
+    assert Plan.from_json(saved.to_json()).changes == saved.changes

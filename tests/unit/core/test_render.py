@@ -11,11 +11,11 @@ from rich.console import Console
 
 from reconciler.cli.render import render_human, render_json, summary
 from reconciler.core.diagnostics import Code, Diagnostic, Severity
-from reconciler.core.observed import BackupKind
-from reconciler.core.plan import Action, Change, DiskPlan, Plan, PlanFormatError
+from reconciler.core.observed import BackupKind, ConnectionError_, ConnectionState, RepositoryState
+from reconciler.core.plan import Action, Change, DiskPlan, NotObserved, Plan, PlanFormatError, Unobserved
 from reconciler.core.planner import plan
 from reconciler.core.refs import VmRef
-from tests.unit.core.world import NOW, backup, chain, desired, hours_ago, protected, vm, world
+from tests.unit.core.world import NOW, REPO_DATASET, backup, chain, desired, hours_ago, protected, vm, world
 
 WEB = VmRef("4210-aa", "web-01", "vm-12", "vc1")
 DB = VmRef("4210-bb", "db-01", "vm-13", "vc1")
@@ -120,3 +120,54 @@ def test_a_bad_saved_plan_is_refused_with_a_clear_error(text: str, message: str)
 def test_made_at_is_utc_whatever_now_was() -> None:
     cet = dt.timezone(dt.timedelta(hours=1))
     assert plan(desired(), world(), NOW.astimezone(cet)).made_at.utcoffset() == dt.timedelta(0)
+
+
+def _incomplete(*changes: Change) -> Plan:
+    return Plan(changes, (), "sha256:0", NOW, unobserved=Unobserved(
+        (NotObserved("vc1", "environment variable VC1_PASSWORD is not set"),),
+        (NotObserved("main", "no pool"), NotObserved("spare", "no pool"))))
+
+
+def test_an_incomplete_plan_without_changes_never_says_the_world_matches() -> None:
+    assert summary(_incomplete()) == ("No changes in what could be observed. The plan is incomplete: "
+                                      "connection 'vc1' and repositories 'main', 'spare' not observed.")
+    assert "matches" not in _text(_incomplete())
+
+
+def test_an_incomplete_plan_with_changes_counts_them_and_names_what_was_not_observed() -> None:
+    assert summary(_incomplete(Change(Action.PAIR, WEB, "gold"))) == (
+        "Plan: 1 to pair. The plan is incomplete: connection 'vc1' and repositories 'main', 'spare' not observed.")
+
+
+def test_json_says_complete_and_lists_what_was_not_observed_with_the_reason() -> None:
+    data = json.loads(render_json(_incomplete()))
+    assert data["complete"] is False
+    assert data["unobserved"] == {
+        "connections": [{"name": "vc1", "reason": "environment variable VC1_PASSWORD is not set"}],
+        "repositories": [{"name": "main", "reason": "no pool"}, {"name": "spare", "reason": "no pool"}],
+    }
+    assert Plan.from_json(render_json(_incomplete())) == _incomplete()
+    assert json.loads(render_json(_plan()))["complete"] is True
+
+
+def test_a_plan_saved_before_completeness_was_recorded_reads_as_complete() -> None:
+    data = json.loads(render_json(_plan()))
+    del data["complete"], data["unobserved"]
+    assert Plan.from_json(json.dumps(data)).complete
+
+
+def test_planner_records_the_unreachable_connection_and_repository_it_needed() -> None:
+    down = ConnectionState("vc1", reachable=False, error=ConnectionError_.FAILED,
+                           error_message="environment variable VC1_PASSWORD is not set")
+    observed = world((vm(1),), connections=(down,), repo=RepositoryState("main", REPO_DATASET, reachable=False,
+                                                                          error_message="pool gone"))
+    result = plan(desired(), observed, NOW)
+    assert result.unobserved == Unobserved((NotObserved("vc1", "environment variable VC1_PASSWORD is not set"),),
+                                           (NotObserved("main", "pool gone"),))
+    assert not result.complete and not result.changes
+
+
+def test_planner_ignores_an_unreachable_connection_no_policy_uses() -> None:
+    spare = ConnectionState("spare", reachable=False, error=ConnectionError_.FAILED, error_message="down")
+    result = plan(desired(), world((vm(1),), connections=(ConnectionState("vc1"), spare)), NOW)
+    assert result.complete

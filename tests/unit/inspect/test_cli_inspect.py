@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -99,3 +100,17 @@ def test_an_unknown_exclusion_is_a_usage_error(vm_disks):
 
 def test_images_are_required():
     assert run().exit_code == 2
+
+
+def test_allocation_shows_what_a_thin_backup_skips_per_volume(tmp_path):
+    disk = tmp_path / "linux.img"
+    build_lab_disk(disk, "linux-ext4", 1024 * MiB)
+    result = run("--allocation", str(disk))
+    assert result.exit_code == 0, result.output
+    assert re.search(r"thin: partition 2: [\d.]+ MiB of [\d.]+ MiB allocated, [\d.]+ MiB skipped", result.output)
+    document = json.loads(run("--allocation", "--json", str(disk)).output)
+    root = document["disks"][0]["partitions"][1]
+    assert root["filesystem"] == "ext4"
+    assert root["allocation"]["skipped"] > 800 * MiB and root["allocation"]["declined"] is None
+    assert root["allocation"]["allocated"] + root["allocation"]["skipped"] == root["length"]
+    assert "allocation" not in json.loads(run("--json", str(disk)).output)["disks"][0]["partitions"][1]

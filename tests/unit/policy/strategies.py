@@ -151,6 +151,7 @@ def policy(draw: st.DrawFn, name: str, index: int, refs: dict[str, list[str]]) -
         quiesce=draw(st.sampled_from(Quiesce)),
         transports=tuple(transports),
         paused=draw(st.booleans()),
+        skip_free_blocks=draw(st.booleans()),
     )
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.apply.executor import Outcome, Result
-from reconciler.core.observed import Observed
+from reconciler.core.observed import ConnectionError_, ConnectionState, Observed
 from reconciler.core.plan import Action
 from reconciler.core.planner import plan as compute_plan
 from reconciler.watch.cycle import ApplyMode, CycleReport, select_changes
@@ -134,3 +134,19 @@ def test_stop_requested_before_the_first_sleep_exits_cleanly(tmp_path: Path) -> 
     watcher.listeners.append(lambda event, _: event == "cycle.done" and watcher.request_stop())
     assert watcher.run() == 0
     assert clock.sleeps == [] and "watch.stopped" in out.getvalue()
+
+
+def test_a_cycle_that_could_not_observe_a_connection_logs_the_plan_as_incomplete(tmp_path: Path) -> None:
+    down = ConnectionState("vc1", reachable=False, error=ConnectionError_.FAILED,
+                           error_message="environment variable VC1_PASSWORD is not set")
+    the_world = MemoryWorld(world((), connections=(down,)))
+    clock = FakeClock(NOW, stop_after=1)
+    watcher, out = make_watcher(tmp_path, the_world, clock)
+    events: dict[str, dict[str, Any]] = {}
+    watcher.listeners.append(lambda event, fields: events.setdefault(event, fields))
+    assert watcher.run() == 0
+    assert events["plan.ready"]["complete"] is False
+    assert events["plan.incomplete"]["detail"] == "the plan is incomplete: connection 'vc1' not observed"
+    assert events["plan.incomplete"]["connections"] == [
+        {"name": "vc1", "reason": "environment variable VC1_PASSWORD is not set"}]
+    assert "WARNING plan.incomplete" in out.getvalue()
