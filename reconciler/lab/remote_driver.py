@@ -20,7 +20,7 @@ from reconciler.adapters.zfs.base import DatasetInfo, SnapshotInfo, ZfsDriver, Z
 
 METHODS = ("list_datasets", "list_snapshots", "create_dataset", "set_properties", "inherit_property",
            "snapshot", "destroy_snapshot", "destroy_snapshots", "rollback", "hold", "release", "clone",
-           "destroy_dataset", "exists", "pool_free")
+           "destroy_dataset", "exists", "mount", "pool_free")
 
 
 def _encode(value: Any) -> Any:
@@ -137,6 +137,9 @@ class RemoteDriver:
 
     def exists(self, name: str) -> bool:
         return bool(self._call("exists", name))
+
+    def mount(self, name: str) -> None:
+        self._call("mount", name)
 
     def pool_free(self, pool: str) -> int:
         return int(self._call("pool_free", pool))

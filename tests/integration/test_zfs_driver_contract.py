@@ -19,6 +19,7 @@ import pytest
 from reconciler.adapters.zfs import pyzfs_unavailable_reason, select_driver
 from reconciler.adapters.zfs.base import ZfsDriver, ZfsError
 from reconciler.adapters.zfs.cli import CliZfsDriver
+from reconciler.adapters.zfs.runner import run
 from reconciler.lab.openzfs_vm import OpenZfsVm, OpenZfsVmError
 from reconciler.lab.remote_driver import RemoteDriver
 from tests.fixtures.openzfs import OPENZFS, OPENZFS_POOL
@@ -43,18 +44,24 @@ class Backend:
     write_bytes: Callable[[str, bytes], None]
     read_bytes: Callable[[str], bytes]
     is_dir: Callable[[str], bool]
+    openzfs: bool  # lz4/zstd, native encryption; zfs-fuse (pool version 23) has neither
+
+    def zfs(self, *args: str) -> None:
+        """Run `zfs ARGS` as the administrator would, outside the driver under test."""
+        run([self.admin.zfs, *args], via=self.admin.via)
 
 
 def _local(driver: ZfsDriver, pool: str) -> Backend:
     return Backend(driver, pool, CliZfsDriver(), lambda p, b: Path(p).write_bytes(b),
-                   lambda p: Path(p).read_bytes(), lambda p: Path(p).is_dir())
+                   lambda p: Path(p).read_bytes(), lambda p: Path(p).is_dir(), openzfs=False)
 
 
 def _in_vm(driver: ZfsDriver, vm: OpenZfsVm) -> Backend:
     def is_dir(path: str) -> bool:
         return vm.run(["test", "-d", path], check=False).returncode == 0
 
-    return Backend(driver, OPENZFS_POOL, CliZfsDriver(via=vm.ssh), vm.write_bytes, vm.read_bytes, is_dir)
+    return Backend(driver, OPENZFS_POOL, CliZfsDriver(via=vm.ssh), vm.write_bytes, vm.read_bytes, is_dir,
+                   openzfs=True)
 
 
 @pytest.fixture(scope="module")
@@ -287,6 +294,62 @@ def test_errors_name_the_command_and_what_zfs_said(driver, zfs_dataset):
         driver.list_snapshots(f"{zfs_dataset}/missing")
     assert "does not exist" in str(caught.value)
     assert caught.value.command
+
+
+def test_new_vm_dataset_gets_the_repositorys_compression_and_recordsize(driver, backend, zfs_dataset):
+    compression = "zstd" if backend.openzfs else "lzjb"  # zfs-fuse knows lzjb and gzip only
+    child = f"{zfs_dataset}/vm1"
+    driver.create_dataset(child, {"compression": compression, "recordsize": "64K", "reconciler:managed": "true"})
+    (info,) = [d for d in driver.list_datasets(child, ["compression", "recordsize"]) if d.name == child]
+    assert info.properties["compression"] == compression
+    assert info.properties["recordsize"] in ("65536", "64K")
+    assert info.mounted
+
+
+def test_an_unsupported_compression_is_refused_with_what_zfs_accepts(driver, backend, zfs_dataset):
+    if backend.openzfs:
+        pytest.skip("kernel OpenZFS 2.1 knows every compression the policy schema allows")
+    with pytest.raises(ZfsError, match=r"compression.*must be one of"):
+        driver.create_dataset(f"{zfs_dataset}/vm1", {"compression": "zstd"})
+
+
+def test_encrypted_dataset_reads_its_key_file_itself_and_is_its_own_encryption_root(driver, backend, zfs_dataset):
+    if not backend.openzfs:
+        pytest.skip("zfs-fuse has no native encryption")
+    key = f"/tmp/{zfs_dataset.replace('/', '-')}.key"
+    backend.write_bytes(key, b"correct horse battery staple\n")
+    child = f"{zfs_dataset}/vm1"
+    driver.create_dataset(child, {"encryption": "aes-256-gcm", "keyformat": "passphrase",
+                                  "keylocation": f"file://{key}", "reconciler:managed": "true"})
+    wanted = ["encryption", "encryptionroot", "keystatus", "keylocation"]
+    (info,) = [d for d in driver.list_datasets(child, [*wanted, "reconciler:managed"]) if d.name == child]
+    assert info.properties == {"encryption": "aes-256-gcm", "encryptionroot": child, "keystatus": "available",
+                               "keylocation": f"file://{key}", "reconciler:managed": "true"}
+    backend.write_bytes(f"{mountpoint_of(driver, child)}/disk-2000.raw", b"secret guest data")
+
+
+def test_mount_loads_an_unloaded_key_from_its_keylocation_then_mounts(driver, backend, zfs_dataset):
+    if not backend.openzfs:
+        pytest.skip("zfs-fuse has no native encryption")
+    key = f"/tmp/{zfs_dataset.replace('/', '-')}.key"
+    backend.write_bytes(key, b"0123456789abcdef" * 4)
+    child = f"{zfs_dataset}/vm1"
+    driver.create_dataset(child, {"encryption": "aes-128-gcm", "keyformat": "hex", "keylocation": f"file://{key}"})
+    image = f"{mountpoint_of(driver, child)}/disk-2000.raw"
+    backend.write_bytes(image, b"after the reboot")
+    backend.zfs("unmount", child)
+    backend.zfs("unload-key", child)  # as after an import or a reboot
+    (info,) = [d for d in driver.list_datasets(child) if d.name == child]
+    assert not info.mounted
+    driver.mount(child)
+    (info,) = [d for d in driver.list_datasets(child) if d.name == child]
+    assert info.mounted and backend.read_bytes(image) == b"after the reboot"
+
+
+def test_mount_of_a_mounted_dataset_is_a_no_op(driver, backend, zfs_dataset):
+    driver.mount(zfs_dataset)
+    (info,) = [d for d in driver.list_datasets(zfs_dataset) if d.name == zfs_dataset]
+    assert info.mounted
 
 
 def test_auto_selects_the_cli_without_dev_zfs_and_explicit_pyzfs_explains_why_not():

@@ -149,6 +149,14 @@ class CliZfsDriver:
     def release(self, snapshot: str, tag: str) -> None:
         self._run([self.zfs, "release", tag, snapshot])
 
+    def mount(self, name: str) -> None:
+        keystatus = self._run([self.zfs, "get", "-H", "-o", "value", "keystatus", name], check=False)
+        if keystatus.returncode == 0 and keystatus.stdout.strip() == "unavailable":  # zfs-fuse: no such property
+            self._run([self.zfs, "load-key", name])
+        result = self._run([self.zfs, "mount", name], check=False)
+        if result.returncode != 0 and "already mounted" not in result.stderr:
+            raise ZfsError(f"cannot mount {name}", ["zfs", "mount", name], result.stderr)
+
     def clone(self, snapshot: str, name: str) -> None:
         split_snapshot_name(snapshot)
         self._run([self.zfs, "clone", snapshot, name])
