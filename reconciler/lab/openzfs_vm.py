@@ -7,8 +7,9 @@ package are there too. The OpenZFS userland and sshd are unpacked debs copied ov
 (scripts/build-openzfs-cache.sh builds all of it). The pool is a virtio disk backed by a sparse file.
 
 The host reaches the VM the way an operator reaches a real appliance: `ssh root@127.0.0.1 -p PORT` over a
-user-mode network (`restrict=on`: the VM cannot reach anything else), with a key pair and a pinned host key
-generated per VM, and one multiplexed connection so each command costs a channel, not a handshake.
+user-mode network, with a key pair and a pinned host key generated per VM, and one multiplexed connection
+so each command costs a channel, not a handshake. The VM reaches the host's 127.0.0.1 as 10.0.2.2 (QEMU's
+user-mode gateway): a reconciler running inside it, as on an appliance, reaches the lab's vCenter there.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ class OpenZfsVm:
             # multidevs=remap: the host's root spans several filesystems; without it inode numbers collide.
             "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
             "-drive", f"file={self.disk},if=virtio,format=raw,cache=unsafe",
-            "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:22",
+            "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.port}-:22",
             "-device", "virtio-net-pci,netdev=n0",
         ]
         self._qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
