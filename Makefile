@@ -7,9 +7,9 @@ VCSIM := tests/lab/vcsim/vcsim-lab
 
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint unit soak demo lab-up lab-down clean
+.PHONY: setup test lint unit soak demo lab-up lab-down clean openzfs-lab
 
-setup: $(SETUP_STAMP) $(VCSIM)
+setup: $(SETUP_STAMP) $(VCSIM) openzfs-lab
 
 $(SETUP_STAMP): pyproject.toml scripts/install-system-packages.sh
 	bash scripts/install-system-packages.sh
@@ -20,6 +20,10 @@ $(SETUP_STAMP): pyproject.toml scripts/install-system-packages.sh
 
 $(VCSIM): $(wildcard tests/lab/vcsim/*.go) $(SETUP_STAMP)
 	cd tests/lab/vcsim && GO111MODULE=off GOPATH=/usr/share/gocode go build -o vcsim-lab .
+
+# Kernel OpenZFS for the lab VM (reconciler/lab/openzfs_vm.py): minutes once per machine, then a no-op.
+openzfs-lab: $(SETUP_STAMP)
+	bash scripts/build-openzfs-cache.sh
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -88,6 +88,11 @@ def run_backup(ctx: ActionContext) -> BackupResult:
     if record.dirty_run_id:
         raise ActionFailed(f"{ctx.vm_name}: dataset {record.dataset} is dirty after run {record.dirty_run_id}; "
                            "it must be repaired first (the next plan does)")
+    if not record.mounted:  # never write into the directory under an unmounted dataset
+        try:
+            repository.mount(record.dataset)
+        except ZfsError as exc:
+            raise ActionFailed(f"dataset {record.dataset} is not mounted and cannot be: {exc}") from None
     if not record.mountpoint or not Path(record.mountpoint).is_dir():
         raise ActionFailed(f"dataset {record.dataset} is not mounted (mountpoint {record.mountpoint!r})")
     bases = disk_bases(repository, record.dataset)

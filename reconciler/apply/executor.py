@@ -18,6 +18,7 @@ from reconciler.adapters.vsphere.session import VsphereError
 from reconciler.adapters.zfs import select_driver
 from reconciler.adapters.zfs.backups import BackupRepository
 from reconciler.adapters.zfs.base import ZfsError
+from reconciler.adapters.zfs.dataset_options import vm_dataset_options
 from reconciler.apply import actions
 from reconciler.apply.backup import BackupResult, run_backup
 from reconciler.apply.context import ActionContext, ActionFailed, ApplyOptions
@@ -104,7 +105,8 @@ class Executor:
         repo_name = self.repository_name(change)
         repo_spec = self.policies.repositories.get(repo_name or "")
         repository = (BackupRepository(select_driver(repo_spec.driver.value), repo_spec.dataset,
-                                       self.journals.never_completed) if repo_spec else None)
+                                       self.journals.never_completed, vm_dataset_options(repo_spec))
+                      if repo_spec else None)
         vm = self._vm(change)
         ctx = ActionContext(change, self.run_id, connection, session, repository, repo_name,
                             self.policies.policies.get(change.policy or ""), vm, self.journals,

@@ -156,6 +156,9 @@ def _repository(check: _Checker, name: str, spec: dict[str, Any]) -> Repository:
         if size < 512 or size > 16 * 1024 * 1024 or size & (size - 1):
             check.error(("spec", "recordsize"), f"recordsize {recordsize!r} must be a power of two from 512 to 16M")
     encryption = spec.get("encryption")
+    if encryption and "file" not in encryption["keyFrom"]:
+        check.error(("spec", "encryption", "keyFrom"), "an encryption key must come from a file",
+                    "use keyFrom: {file: path}; ZFS reads the key itself, so it never passes through reconciler")
     return Repository(
         name=name,
         dataset=spec["dataset"],
@@ -165,6 +168,7 @@ def _repository(check: _Checker, name: str, spec: dict[str, Any]) -> Repository:
         encryption=Encryption(
             key_from=_secret(encryption["keyFrom"], check.doc.start.file),
             algorithm=encryption.get("algorithm", "aes-256-gcm"),
+            key_format=encryption.get("keyFormat", "passphrase"),
         )
         if encryption
         else None,

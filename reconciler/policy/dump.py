@@ -52,6 +52,8 @@ def _repository(r: Repository) -> dict[str, Any]:
             spec[key] = getattr(r, key)
     if r.encryption:
         spec["encryption"] = {"keyFrom": _secret(r.encryption.key_from), "algorithm": r.encryption.algorithm}
+        if r.encryption.key_format != "passphrase":
+            spec["encryption"]["keyFormat"] = r.encryption.key_format
     return spec
 
 

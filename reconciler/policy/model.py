@@ -65,8 +65,9 @@ class Driver(StrEnum):
 class Encryption:
     """ZFS native encryption for new VM datasets (OpenZFS only; zfs-fuse has none)."""
 
-    key_from: SecretRef
+    key_from: SecretRef  # a file: ZFS reads it itself (keylocation=file://)
     algorithm: str = "aes-256-gcm"
+    key_format: str = "passphrase"
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ssl
 
 import pytest
 from pyVim.task import WaitForTask
@@ -11,7 +12,14 @@ from pyVmomi import vim
 from reconciler.adapters.vsphere import collect
 from reconciler.adapters.vsphere.collect import collect_inventory
 from reconciler.adapters.vsphere.parse import to_observed
-from reconciler.adapters.vsphere.session import ConnectionFailed, ThumbprintMismatch, VsphereSession
+from reconciler.adapters.vsphere.session import (
+    ConnectionFailed,
+    Endpoint,
+    ThumbprintMismatch,
+    VsphereSession,
+    peer_certificate,
+    pinned_context,
+)
 from reconciler.core.observed import ApiType, PowerState, ToolsStatus
 
 pytestmark = pytest.mark.lab
@@ -84,6 +92,25 @@ def test_same_vm_on_esxi_and_vcenter_has_one_identity_and_two_addresses(vcenter_
 def test_sha1_pin_is_accepted_too(vcenter):
     with session_for(vcenter, thumbprint=vcenter.endpoints.thumbprint_sha1) as session:
         assert session.is_vcenter
+
+
+def test_a_pinned_self_signed_server_at_a_non_loopback_address_is_reached(vcenter):
+    """pyVmomi skips verification by itself for `127.0.0.1` only; a real vCenter has another address, and
+    its API version discovery (no thumbprint fallback there) must accept the pinned certificate too.
+    `::ffff:127.0.0.1` reaches the lab over the IPv4 loopback without pyVmomi recognising it as loopback."""
+    e = vcenter.endpoints
+    port = e.sdk.rsplit(":", 1)[1].split("/")[0]
+    with VsphereSession(f"https://[::ffff:127.0.0.1]:{port}/sdk", e.username, e.password,
+                        thumbprint=e.thumbprint_sha256) as session:
+        assert session.is_vcenter
+
+
+def test_a_pinned_connection_trusts_the_pinned_certificate_and_no_other(vcenter):
+    e = vcenter.endpoints
+    port = int(e.sdk.rsplit(":", 1)[1].split("/")[0])
+    context = pinned_context(peer_certificate(Endpoint("https", "127.0.0.1", port, "/sdk")) or b"")
+    assert context.verify_mode == ssl.CERT_REQUIRED and not context.check_hostname
+    assert len(context.get_ca_certs()) == 1  # no system CA: a CA-signed impostor is refused too
 
 
 def test_wrong_thumbprint_is_refused_before_any_credential_is_sent(vcenter):

@@ -1,9 +1,17 @@
-"""The ZfsDriver contract: every driver behaves the same on a real pool (zfs-fuse here; OpenZFS with
-/dev/zfs for the pyzfs driver)."""
+"""The ZfsDriver contract: every driver behaves the same on a real pool.
+
+Backends: the CLI on zfs-fuse (the lab's pool), the CLI and pyzfs on kernel OpenZFS in the lab VM (driven
+over ssh, as an appliance is; pyzfs runs in the VM, where /dev/zfs is), and pyzfs on this machine wherever
+/dev/zfs exists. Files inside datasets are reached through the backend too: on OpenZFS they are in the VM.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -11,6 +19,10 @@ import pytest
 from reconciler.adapters.zfs import pyzfs_unavailable_reason, select_driver
 from reconciler.adapters.zfs.base import ZfsDriver, ZfsError
 from reconciler.adapters.zfs.cli import CliZfsDriver
+from reconciler.adapters.zfs.runner import run
+from reconciler.lab.openzfs_vm import OpenZfsVm, OpenZfsVmError
+from reconciler.lab.remote_driver import RemoteDriver
+from tests.fixtures.openzfs import OPENZFS, OPENZFS_POOL
 
 pytestmark = pytest.mark.lab
 
@@ -19,31 +31,94 @@ DISKS_JSON = json.dumps(
       "backing": "[ds1] web-01/web \"01\".vmdk", "sha256": None}],
     separators=(",", ":"),
 )
+_dataset_numbers = itertools.count()
 
 
-@pytest.fixture(params=["cli", "pyzfs"])
-def driver(request: pytest.FixtureRequest) -> ZfsDriver:
-    if request.param == "pyzfs":
+@dataclass
+class Backend:
+    """A driver, the pool it works on, and how to reach files inside its datasets."""
+
+    driver: ZfsDriver
+    pool: str
+    admin: CliZfsDriver  # makes and removes the per-test dataset, whatever the driver under test
+    write_bytes: Callable[[str, bytes], None]
+    read_bytes: Callable[[str], bytes]
+    is_dir: Callable[[str], bool]
+    openzfs: bool  # lz4/zstd, native encryption; zfs-fuse (pool version 23) has neither
+
+    def zfs(self, *args: str) -> None:
+        """Run `zfs ARGS` as the administrator would, outside the driver under test."""
+        run([self.admin.zfs, *args], via=self.admin.via)
+
+
+def _local(driver: ZfsDriver, pool: str) -> Backend:
+    return Backend(driver, pool, CliZfsDriver(), lambda p, b: Path(p).write_bytes(b),
+                   lambda p: Path(p).read_bytes(), lambda p: Path(p).is_dir(), openzfs=False)
+
+
+def _in_vm(driver: ZfsDriver, vm: OpenZfsVm) -> Backend:
+    def is_dir(path: str) -> bool:
+        return vm.run(["test", "-d", path], check=False).returncode == 0
+
+    return Backend(driver, OPENZFS_POOL, CliZfsDriver(via=vm.ssh), vm.write_bytes, vm.read_bytes, is_dir,
+                   openzfs=True)
+
+
+@pytest.fixture(scope="module")
+def vm_pyzfs(openzfs_vm: OpenZfsVm) -> Iterator[RemoteDriver]:
+    driver = RemoteDriver(openzfs_vm.ssh, "pyzfs")
+    yield driver
+    driver.close()
+
+
+@pytest.fixture(params=[
+    "cli-zfs-fuse",
+    "pyzfs-local",
+    pytest.param("cli-openzfs", marks=OPENZFS),
+    pytest.param("pyzfs-openzfs", marks=OPENZFS),
+])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    if request.param == "cli-zfs-fuse":
+        return _local(CliZfsDriver(), request.getfixturevalue("zpool").name)
+    if request.param == "pyzfs-local":
         reason = pyzfs_unavailable_reason()
         if reason:
-            pytest.skip(f"pyzfs driver cannot run here: {reason}")
+            pytest.skip(f"pyzfs driver cannot run on this machine: {reason} (it runs in the OpenZFS VM)")
         from reconciler.adapters.zfs.pyzfs import PyZfsDriver
 
-        return PyZfsDriver()
-    return CliZfsDriver()
+        return _local(PyZfsDriver(), request.getfixturevalue("zpool").name)
+    vm: OpenZfsVm = request.getfixturevalue("openzfs_vm")
+    if request.param == "cli-openzfs":
+        return _in_vm(CliZfsDriver(via=vm.ssh), vm)
+    return _in_vm(request.getfixturevalue("vm_pyzfs"), vm)
 
 
-def mountpoint_of(driver: ZfsDriver, dataset: str) -> Path:
+@pytest.fixture
+def driver(backend: Backend) -> ZfsDriver:
+    return backend.driver
+
+
+@pytest.fixture
+def zfs_dataset(backend: Backend) -> Iterator[str]:
+    """A fresh, empty child dataset of the backend's pool, destroyed with its snapshots afterwards."""
+    name = f"{backend.pool}/c{next(_dataset_numbers)}"
+    backend.admin.create_dataset(name)
+    yield name
+    with contextlib.suppress(ZfsError, OpenZfsVmError):
+        backend.admin.destroy_dataset(name, recursive=True)
+
+
+def mountpoint_of(driver: ZfsDriver, dataset: str) -> str:
     (info,) = [d for d in driver.list_datasets(dataset) if d.name == dataset]
     assert info.mountpoint is not None
-    return Path(info.mountpoint)
+    return info.mountpoint
 
 
 def test_driver_satisfies_the_protocol(driver):
     assert isinstance(driver, ZfsDriver)
 
 
-def test_create_dataset_with_user_properties_is_listed_with_them(driver, zfs_dataset):
+def test_create_dataset_with_user_properties_is_listed_with_them(driver, backend, zfs_dataset):
     child = f"{zfs_dataset}/vm1"
     driver.create_dataset(child, {"reconciler:managed": "true", "reconciler:vm-name": "web 01"})
     wanted = ["reconciler:managed", "reconciler:vm-name"]
@@ -52,7 +127,7 @@ def test_create_dataset_with_user_properties_is_listed_with_them(driver, zfs_dat
     assert listed[child].properties == {"reconciler:managed": "true", "reconciler:vm-name": "web 01"}
     assert listed[zfs_dataset].properties == {}
     assert listed[child].used > 0 and listed[child].referenced > 0
-    assert listed[child].mountpoint and Path(listed[child].mountpoint).is_dir()
+    assert listed[child].mountpoint and backend.is_dir(listed[child].mountpoint)
 
 
 def test_inherited_user_properties_are_not_reported_as_the_childs_own(driver, zfs_dataset):
@@ -154,13 +229,13 @@ def test_destroy_snapshot_refuses_a_dataset_name(driver, zfs_dataset):
     assert driver.exists(zfs_dataset)
 
 
-def test_rollback_restores_the_live_image_to_the_latest_snapshot(driver, zfs_dataset):
-    image = mountpoint_of(driver, zfs_dataset) / "disk-2000.raw"
-    image.write_bytes(b"good")
+def test_rollback_restores_the_live_image_to_the_latest_snapshot(driver, backend, zfs_dataset):
+    image = f"{mountpoint_of(driver, zfs_dataset)}/disk-2000.raw"
+    backend.write_bytes(image, b"good")
     driver.snapshot(f"{zfs_dataset}@good")
-    image.write_bytes(b"half-written backup")
+    backend.write_bytes(image, b"half-written backup")
     driver.rollback(f"{zfs_dataset}@good")
-    assert image.read_bytes() == b"good"
+    assert backend.read_bytes(image) == b"good"
 
 
 def test_rollback_to_an_older_snapshot_is_refused(driver, zfs_dataset):
@@ -171,22 +246,22 @@ def test_rollback_to_an_older_snapshot_is_refused(driver, zfs_dataset):
     assert driver.exists(f"{zfs_dataset}@new")
 
 
-def test_clone_shows_the_snapshot_contents_and_is_destroyable_at_once(driver, zfs_dataset):
-    (mountpoint_of(driver, zfs_dataset) / "disk-2000.raw").write_bytes(b"frozen")
+def test_clone_shows_the_snapshot_contents_and_is_destroyable_at_once(driver, backend, zfs_dataset):
+    backend.write_bytes(f"{mountpoint_of(driver, zfs_dataset)}/disk-2000.raw", b"frozen")
     driver.snapshot(f"{zfs_dataset}@s")
     driver.clone(f"{zfs_dataset}@s", f"{zfs_dataset}-restore")
     try:
-        assert (mountpoint_of(driver, f"{zfs_dataset}-restore") / "disk-2000.raw").read_bytes() == b"frozen"
+        assert backend.read_bytes(f"{mountpoint_of(driver, f'{zfs_dataset}-restore')}/disk-2000.raw") == b"frozen"
     finally:
         driver.destroy_dataset(f"{zfs_dataset}-restore")  # right after creation: "busy" is retried
     assert not driver.exists(f"{zfs_dataset}-restore")
 
 
-def test_destroy_dataset_right_after_creating_it_succeeds(driver, zfs_dataset):
+def test_destroy_dataset_right_after_creating_it_succeeds(driver, backend, zfs_dataset):
     for n in range(3):
         name = f"{zfs_dataset}/short-lived{n}"
         driver.create_dataset(name)
-        (mountpoint_of(driver, name) / "f").write_bytes(b"x")
+        backend.write_bytes(f"{mountpoint_of(driver, name)}/f", b"x")
         driver.destroy_dataset(name)
         assert not driver.exists(name)
 
@@ -210,8 +285,8 @@ def test_exists_tells_datasets_and_snapshots_apart_from_missing_ones(driver, zfs
     assert not driver.exists(f"{zfs_dataset}@nope")
 
 
-def test_pool_free_is_a_byte_count(driver, zpool):
-    assert driver.pool_free(zpool.name) > 1 << 30
+def test_pool_free_is_a_byte_count(driver, backend):
+    assert driver.pool_free(backend.pool) > 1 << 30
 
 
 def test_errors_name_the_command_and_what_zfs_said(driver, zfs_dataset):
@@ -219,6 +294,62 @@ def test_errors_name_the_command_and_what_zfs_said(driver, zfs_dataset):
         driver.list_snapshots(f"{zfs_dataset}/missing")
     assert "does not exist" in str(caught.value)
     assert caught.value.command
+
+
+def test_new_vm_dataset_gets_the_repositorys_compression_and_recordsize(driver, backend, zfs_dataset):
+    compression = "zstd" if backend.openzfs else "lzjb"  # zfs-fuse knows lzjb and gzip only
+    child = f"{zfs_dataset}/vm1"
+    driver.create_dataset(child, {"compression": compression, "recordsize": "64K", "reconciler:managed": "true"})
+    (info,) = [d for d in driver.list_datasets(child, ["compression", "recordsize"]) if d.name == child]
+    assert info.properties["compression"] == compression
+    assert info.properties["recordsize"] in ("65536", "64K")
+    assert info.mounted
+
+
+def test_an_unsupported_compression_is_refused_with_what_zfs_accepts(driver, backend, zfs_dataset):
+    if backend.openzfs:
+        pytest.skip("kernel OpenZFS 2.1 knows every compression the policy schema allows")
+    with pytest.raises(ZfsError, match=r"compression.*must be one of"):
+        driver.create_dataset(f"{zfs_dataset}/vm1", {"compression": "zstd"})
+
+
+def test_encrypted_dataset_reads_its_key_file_itself_and_is_its_own_encryption_root(driver, backend, zfs_dataset):
+    if not backend.openzfs:
+        pytest.skip("zfs-fuse has no native encryption")
+    key = f"/tmp/{zfs_dataset.replace('/', '-')}.key"
+    backend.write_bytes(key, b"correct horse battery staple\n")
+    child = f"{zfs_dataset}/vm1"
+    driver.create_dataset(child, {"encryption": "aes-256-gcm", "keyformat": "passphrase",
+                                  "keylocation": f"file://{key}", "reconciler:managed": "true"})
+    wanted = ["encryption", "encryptionroot", "keystatus", "keylocation"]
+    (info,) = [d for d in driver.list_datasets(child, [*wanted, "reconciler:managed"]) if d.name == child]
+    assert info.properties == {"encryption": "aes-256-gcm", "encryptionroot": child, "keystatus": "available",
+                               "keylocation": f"file://{key}", "reconciler:managed": "true"}
+    backend.write_bytes(f"{mountpoint_of(driver, child)}/disk-2000.raw", b"secret guest data")
+
+
+def test_mount_loads_an_unloaded_key_from_its_keylocation_then_mounts(driver, backend, zfs_dataset):
+    if not backend.openzfs:
+        pytest.skip("zfs-fuse has no native encryption")
+    key = f"/tmp/{zfs_dataset.replace('/', '-')}.key"
+    backend.write_bytes(key, b"0123456789abcdef" * 4)
+    child = f"{zfs_dataset}/vm1"
+    driver.create_dataset(child, {"encryption": "aes-128-gcm", "keyformat": "hex", "keylocation": f"file://{key}"})
+    image = f"{mountpoint_of(driver, child)}/disk-2000.raw"
+    backend.write_bytes(image, b"after the reboot")
+    backend.zfs("unmount", child)
+    backend.zfs("unload-key", child)  # as after an import or a reboot
+    (info,) = [d for d in driver.list_datasets(child) if d.name == child]
+    assert not info.mounted
+    driver.mount(child)
+    (info,) = [d for d in driver.list_datasets(child) if d.name == child]
+    assert info.mounted and backend.read_bytes(image) == b"after the reboot"
+
+
+def test_mount_of_a_mounted_dataset_is_a_no_op(driver, backend, zfs_dataset):
+    driver.mount(zfs_dataset)
+    (info,) = [d for d in driver.list_datasets(zfs_dataset) if d.name == zfs_dataset]
+    assert info.mounted
 
 
 def test_auto_selects_the_cli_without_dev_zfs_and_explicit_pyzfs_explains_why_not():

@@ -99,13 +99,32 @@ def verify_pin(endpoint: Endpoint, thumbprint: str, der: bytes | None) -> None:
         raise ThumbprintMismatch(str(endpoint), thumbprint, sha1, sha256)
 
 
-def check_pin(endpoint: Endpoint, thumbprint: str) -> None:
-    """Check the pin on a connection of its own, before pyVmomi sends the credentials on another."""
+def check_pin(endpoint: Endpoint, thumbprint: str) -> bytes:
+    """Check the pin on a connection of its own; returns the pinned certificate (DER)."""
     try:
         der = peer_certificate(endpoint)
     except OSError as exc:
         raise ConnectionFailed(f"{endpoint}: {exc}") from None
     verify_pin(endpoint, thumbprint, der)
+    assert der is not None
+    return der
+
+
+_NO_CHECK_TIME = 0x200000  # X509_V_FLAG_NO_CHECK_TIME; Python's ssl.VerifyFlags has no name for it
+
+
+def pinned_context(der: bytes) -> ssl.SSLContext:
+    """A TLS context that trusts exactly the pinned certificate, on every connection made with it.
+
+    pyVmomi needs a context that verifies: its API version discovery (vimServiceVersions.xml) has no
+    thumbprint fallback, so a self-signed ESXi/vCenter certificate fails there unless verification is
+    off for everything, which would leave the SOAP connection that carries the password unpinned."""
+    context = ssl.create_default_context(cadata=der)  # the only trust anchor: no system CA
+    context.check_hostname = False  # the pin, not the name, identifies the server (addresses are often IPs)
+    # a CA-signed leaf is trusted by itself, without its chain; and an expired self-signed ESXi
+    # certificate stays as trusted as the day it was pinned (the pin is the operator's decision)
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN | _NO_CHECK_TIME
+    return context
 
 
 class PinnedHTTPSConnection(http.client.HTTPSConnection):
@@ -163,8 +182,9 @@ class VsphereSession:
 
     def _login(self) -> vim.ServiceInstance:
         ep = self.endpoint
+        context = None
         if ep.scheme == "https" and self._thumbprint:
-            check_pin(ep, self._thumbprint)
+            context = pinned_context(check_pin(ep, self._thumbprint))
         try:
             return SmartConnect(
                 protocol=ep.scheme,
@@ -173,8 +193,8 @@ class VsphereSession:
                 path=ep.path,
                 user=self._user,
                 pwd=self._password,
-                # The pin was checked above on this very endpoint; pyVmomi checks it again when the
-                # certificate does not chain to a trusted CA (which is the normal case for ESXi).
+                # Every connection pyVmomi opens verifies against the pinned certificate alone.
+                sslContext=context,
                 thumbprint=self._thumbprint,
                 disableSslCertValidation=self._thumbprint is None,
                 httpConnectionTimeout=self._timeout,

@@ -57,6 +57,7 @@ class VmDatasetRecord:
     mountpoint: str | None
     used: int
     referenced: int
+    mounted: bool = True
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ def read_repository(driver: ZfsDriver, parent: str, unfinished_run: UnfinishedRu
             return RepositoryRecord(parent, exists=False)
         raise
     vm_datasets = tuple(
-        _vm_dataset(d.name, d.properties, d.mountpoint, d.used, d.referenced)
+        replace(_vm_dataset(d.name, d.properties, d.mountpoint, d.used, d.referenced), mounted=d.mounted)
         for d in datasets
         if d.name.rpartition("/")[0] == parent
     )
@@ -260,10 +261,12 @@ def backup_properties(kind: str, vm_created: str, disks: Sequence[Mapping[str, A
 class BackupRepository:
     """The write side of the contract, on one repository parent dataset."""
 
-    def __init__(self, driver: ZfsDriver, parent: str, unfinished_run: UnfinishedRun | None = None) -> None:
+    def __init__(self, driver: ZfsDriver, parent: str, unfinished_run: UnfinishedRun | None = None,
+                 dataset_options: Mapping[str, str] | None = None) -> None:
         self.driver = driver
         self.parent = parent
         self.unfinished_run = unfinished_run
+        self.dataset_options = dict(dataset_options or {})  # native properties of new VM datasets
 
     def dataset_for(self, instance_uuid: str) -> str:
         if not instance_uuid or "/" in instance_uuid or "@" in instance_uuid:
@@ -290,7 +293,7 @@ class BackupRepository:
             self.driver.set_properties(dataset, identity)
             self.driver.inherit_property(dataset, PREFIX + "retired")
         else:
-            self.driver.create_dataset(dataset, identity)
+            self.driver.create_dataset(dataset, {**self.dataset_options, **identity})
         return dataset
 
     def rebind(self, dataset: str, vm_id: str, connection: str, vm_name: str | None = None) -> None:
@@ -298,6 +301,10 @@ class BackupRepository:
         if vm_name is not None:
             props[PREFIX + "vm-name"] = vm_name
         self.driver.set_properties(dataset, props)
+
+    def mount(self, dataset: str) -> None:
+        """Mount a VM dataset that is not (an encrypted one after an import or reboot: key not loaded)."""
+        self.driver.mount(dataset)
 
     def mark_dirty(self, dataset: str, run_id: str) -> None:
         """Set before the first byte is written into the live images."""

@@ -49,6 +49,7 @@ class DatasetInfo:
     used: int
     referenced: int
     properties: Mapping[str, str] = field(default_factory=dict, hash=False)
+    mounted: bool = True  # False e.g. for an encrypted dataset whose key is not loaded (after a reboot)
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,10 @@ class ZfsDriver(Protocol):
     def destroy_dataset(self, name: str, recursive: bool = False) -> None: ...
 
     def exists(self, name: str) -> bool: ...
+
+    def mount(self, name: str) -> None:
+        """Mount `name`, loading its encryption key first (from its keylocation) when it is unavailable."""
+        ...
 
     def pool_free(self, pool: str) -> int:
         """Bytes still writable in `pool` (the root dataset's `available`)."""

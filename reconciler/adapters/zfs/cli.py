@@ -10,6 +10,7 @@ The dialect (what this `zfs` can do) is detected once per driver with `zfs versi
 from __future__ import annotations
 
 import functools
+import subprocess
 from collections.abc import Mapping, Sequence
 
 from reconciler.adapters.zfs import parse
@@ -26,12 +27,20 @@ from reconciler.adapters.zfs.runner import run, run_retrying_busy
 class CliZfsDriver:
     name = "cli"
 
-    def __init__(self, zfs: str = "zfs") -> None:
+    def __init__(self, zfs: str = "zfs", via: Sequence[str] = ()) -> None:
+        """`via`: a command prefix that reaches the ZFS host (an `ssh … --`); empty runs `zfs` here."""
         self.zfs = zfs
+        self.via = tuple(via)
+
+    def _run(self, args: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run(args, check=check, via=self.via)
+
+    def _run_busy(self, args: Sequence[str], **kwargs) -> subprocess.CompletedProcess[str]:
+        return run_retrying_busy(args, via=self.via, **kwargs)
 
     @functools.cached_property
     def dialect(self) -> parse.ZfsDialect:
-        result = run([self.zfs, "version"], check=False)
+        result = self._run([self.zfs, "version"], check=False)
         return parse.parse_dialect(result.returncode, result.stdout)
 
     # ---- collect: listings -------------------------------------------------------------------------
@@ -42,29 +51,29 @@ class CliZfsDriver:
         if self.dialect.get_type_filter:
             args += ["-t", types]
         args += [",".join(wanted), target]
-        return parse.parse_get_output(run(args).stdout)
+        return parse.parse_get_output(self._run(args).stdout)
 
     def list_datasets(self, parent: str, props: Sequence[str] = ()) -> list[DatasetInfo]:
         if self.dialect.get_type_filter:
             return parse.datasets_from_objects(self.get_objects(parent, props, "filesystem"), props)
         # zfs-fuse's `get -r` cannot skip snapshots, and walking them dominates (~2 s per 4,000): name
         # the filesystems with `list -t filesystem` (fast), then ask `get` about exactly those.
-        names = run([self.zfs, "list", "-H", "-r", "-t", "filesystem", "-o", "name", parent]).stdout.split("\n")
+        names = self._run([self.zfs, "list", "-H", "-r", "-t", "filesystem", "-o", "name", parent]).stdout.split("\n")
         wanted = ",".join(dict.fromkeys((*parse.LISTING_PROPERTIES, *props)))
         parts = []
         for chunk in _chunks([n for n in names if n]):
             args = [self.zfs, "get", "-H", "-p", "-o", "name,property,value,source", wanted, *chunk]
-            parts.append(parse.parse_get_output(run(args).stdout))
+            parts.append(parse.parse_get_output(self._run(args).stdout))
         return parse.datasets_from_objects(parse.merge(*parts), props)
 
     def list_snapshots(self, dataset: str, props: Sequence[str] = ()) -> list[SnapshotInfo]:
         return parse.snapshots_from_objects(self.get_objects(dataset, props, "snapshot"), props)
 
     def get_value(self, name: str, prop: str) -> str:
-        return parse.parse_single_value(run([self.zfs, "get", "-H", "-p", "-o", "value", prop, name]).stdout)
+        return parse.parse_single_value(self._run([self.zfs, "get", "-H", "-p", "-o", "value", prop, name]).stdout)
 
     def exists(self, name: str) -> bool:
-        result = run([self.zfs, "get", "-H", "-o", "value", "type", name], check=False)
+        result = self._run([self.zfs, "get", "-H", "-o", "value", "type", name], check=False)
         if result.returncode == 0:
             return True
         if "does not exist" in result.stderr or "invalid" in result.stderr:
@@ -76,7 +85,7 @@ class CliZfsDriver:
 
     # ---- changes -----------------------------------------------------------------------------------
     def create_dataset(self, name: str, props: Mapping[str, str] | None = None) -> None:
-        run([self.zfs, "create", *_option_args(props or {}), name])
+        self._run([self.zfs, "create", *_option_args(props or {}), name])
 
     def set_properties(self, name: str, props: Mapping[str, str]) -> None:
         for prop, value in props.items():
@@ -84,13 +93,13 @@ class CliZfsDriver:
         if not props:
             return
         if self.dialect.multi_set:
-            run([self.zfs, "set", *(f"{p}={v}" for p, v in props.items()), name])
+            self._run([self.zfs, "set", *(f"{p}={v}" for p, v in props.items()), name])
             return
         for prop, value in props.items():
-            run([self.zfs, "set", f"{prop}={value}", name])
+            self._run([self.zfs, "set", f"{prop}={value}", name])
 
     def inherit_property(self, name: str, prop: str) -> None:
-        run([self.zfs, "inherit", prop, name])
+        self._run([self.zfs, "inherit", prop, name])
 
     def snapshot(self, name: str, props: Mapping[str, str] | None = None) -> None:
         split_snapshot_name(name)
@@ -98,9 +107,9 @@ class CliZfsDriver:
         for prop, value in props.items():
             check_property(prop, value)
         if self.dialect.snapshot_props_atomic:
-            run([self.zfs, "snapshot", *_option_args(props), name])
+            self._run([self.zfs, "snapshot", *_option_args(props), name])
             return
-        run([self.zfs, "snapshot", name])
+        self._run([self.zfs, "snapshot", name])
         try:
             self.set_properties(name, props)
         except ZfsError:
@@ -111,7 +120,7 @@ class CliZfsDriver:
     def destroy_snapshot(self, name: str) -> None:
         split_snapshot_name(name)
         try:
-            run_retrying_busy([self.zfs, "destroy", name], still_worth_retrying=lambda: not self._held(name))
+            self._run_busy([self.zfs, "destroy", name], still_worth_retrying=lambda: not self._held(name))
         except ZfsError as error:
             if error.busy and self._held(name):
                 raise ZfsError(f"snapshot {name} is held; release its holds first", error.command,
@@ -128,26 +137,34 @@ class CliZfsDriver:
             dataset, snap = split_snapshot_name(name)
             by_dataset.setdefault(dataset, []).append(snap)
         for dataset, snaps in by_dataset.items():
-            run_retrying_busy([self.zfs, "destroy", f"{dataset}@{','.join(snaps)}"])
+            self._run_busy([self.zfs, "destroy", f"{dataset}@{','.join(snaps)}"])
 
     def rollback(self, snapshot: str) -> None:
         split_snapshot_name(snapshot)
-        run([self.zfs, "rollback", snapshot])
+        self._run([self.zfs, "rollback", snapshot])
 
     def hold(self, snapshot: str, tag: str) -> None:
-        run([self.zfs, "hold", tag, snapshot])
+        self._run([self.zfs, "hold", tag, snapshot])
 
     def release(self, snapshot: str, tag: str) -> None:
-        run([self.zfs, "release", tag, snapshot])
+        self._run([self.zfs, "release", tag, snapshot])
+
+    def mount(self, name: str) -> None:
+        keystatus = self._run([self.zfs, "get", "-H", "-o", "value", "keystatus", name], check=False)
+        if keystatus.returncode == 0 and keystatus.stdout.strip() == "unavailable":  # zfs-fuse: no such property
+            self._run([self.zfs, "load-key", name])
+        result = self._run([self.zfs, "mount", name], check=False)
+        if result.returncode != 0 and "already mounted" not in result.stderr:
+            raise ZfsError(f"cannot mount {name}", ["zfs", "mount", name], result.stderr)
 
     def clone(self, snapshot: str, name: str) -> None:
         split_snapshot_name(snapshot)
-        run([self.zfs, "clone", snapshot, name])
+        self._run([self.zfs, "clone", snapshot, name])
 
     def destroy_dataset(self, name: str, recursive: bool = False) -> None:
         if "@" in name:
             raise ZfsError(f"destroy_dataset got a snapshot name {name!r}; use destroy_snapshot")
-        run_retrying_busy([self.zfs, "destroy", *(["-r"] if recursive else []), name])
+        self._run_busy([self.zfs, "destroy", *(["-r"] if recursive else []), name])
 
     def _held(self, snapshot: str) -> bool:
         try:

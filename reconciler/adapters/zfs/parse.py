@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from reconciler.adapters.zfs.base import DatasetInfo, SnapshotInfo, ZfsError
 
 # Native properties every listing asks for, whatever the caller wants.
-LISTING_PROPERTIES = ("type", "creation", "userrefs", "used", "referenced", "mountpoint")
+LISTING_PROPERTIES = ("type", "creation", "userrefs", "used", "referenced", "mountpoint", "mounted")
 OWN_SOURCES = ("local", "received")  # a user property the object itself carries (not inherited)
 
 
@@ -109,6 +109,7 @@ def datasets_from_objects(objects: Objects, wanted: Sequence[str]) -> list[Datas
                 used=_int(name, "used", props.get("used")),
                 referenced=_int(name, "referenced", props.get("referenced")),
                 properties=_properties(props, wanted),
+                mounted=props.get("mounted", ("yes",))[0] != "no",
             )
         )
     return datasets

@@ -78,6 +78,11 @@ class PyZfsDriver:
         props = dict(props or {})
         user = {p: v for p, v in props.items() if ":" in p}
         native = {p: v for p, v in props.items() if ":" not in p}
+        if "encryption" in native:
+            # Encryption is fixed at creation, and lzc_create wants the wrapping key itself (derived
+            # from a passphrase by libzfs, not libzfs_core): `zfs create` reads keylocation itself.
+            self.cli.create_dataset(name, props)
+            return
         with self._calling(f"create {name}"):
             # nvlist values of native properties must be typed (index numbers, integers): pass user
             # properties (strings) here and let `zfs set` parse the native ones.
@@ -91,14 +96,14 @@ class PyZfsDriver:
             try:
                 with self._calling(f"set {prop} on {name}"):
                     self.lzc.lzc_set_props(name.encode(), prop.encode(), value.encode())
-            except NotImplementedError:
+            except (NotImplementedError, AttributeError):  # 2.1 pyzfs: uncommitted, or absent (lzc_inherit)
                 self.cli.set_properties(name, {prop: value})
 
     def inherit_property(self, name: str, prop: str) -> None:
         try:
             with self._calling(f"inherit {prop} on {name}"):
                 self.lzc.lzc_inherit(name.encode(), prop.encode())
-        except NotImplementedError:
+        except (NotImplementedError, AttributeError):  # 2.1 pyzfs has no lzc_inherit at all
             self.cli.inherit_property(name, prop)
 
     def snapshot(self, name: str, props: Mapping[str, str] | None = None) -> None:
@@ -137,6 +142,9 @@ class PyZfsDriver:
             missing = self.lzc.lzc_release({snapshot.encode(): [tag.encode()]})
         if missing:
             raise ZfsError(f"cannot release {tag!r} from {snapshot}: no such snapshot or tag")
+
+    def mount(self, name: str) -> None:
+        self.cli.mount(name)  # libzfs_core mounts nothing, and lzc_load_key wants the derived key itself
 
     def clone(self, snapshot: str, name: str) -> None:
         split_snapshot_name(snapshot)

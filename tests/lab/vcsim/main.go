@@ -109,7 +109,11 @@ func run(inventoryFile, stateDir, listen, controlAddr string, useTLS, keepState 
 	}
 	model.Service.Listen = &url.URL{Host: listen, User: url.UserPassword("user", "pass")}
 	if useTLS {
-		model.Service.TLS = new(tls.Config)
+		cert, err := selfSignedCertificate()
+		if err != nil {
+			return err
+		}
+		model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	}
 	model.Service.RegisterEndpoints = true
 	server := model.Service.NewServer()

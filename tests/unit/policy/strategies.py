@@ -35,6 +35,7 @@ secret = st.one_of(
     identifier.map(lambda name: SecretRef(env=name)),
     text.filter(lambda t: "\x00" not in t).map(lambda t: SecretRef(file="/etc/reconciler/" + t)),
 )
+key_file = text.filter(lambda t: "\x00" not in t).map(lambda t: SecretRef(file="/etc/reconciler/" + t))
 hex_bytes = st.sampled_from([20, 32]).flatmap(lambda n: st.binary(min_size=n, max_size=n))
 thumbprint = hex_bytes.map(lambda raw: ":".join(f"{b:02X}" for b in raw))
 address = st.sampled_from(
@@ -70,7 +71,11 @@ def repository(draw: st.DrawFn, name: str) -> Repository:
         driver=draw(st.sampled_from(Driver)),
         compression=draw(st.sampled_from([None, "lz4", "zstd", "gzip-6", "off", "lzjb"])),
         recordsize=draw(st.sampled_from([None, "512", "4K", "128K", "1M", "16M"])),
-        encryption=Encryption(key_from=draw(secret), algorithm=draw(st.sampled_from(["aes-256-gcm", "aes-128-ccm"])))
+        encryption=Encryption(
+            key_from=draw(key_file),
+            algorithm=draw(st.sampled_from(["aes-256-gcm", "aes-128-ccm"])),
+            key_format=draw(st.sampled_from(["passphrase", "hex", "raw"])),
+        )
         if encrypted
         else None,
     )
