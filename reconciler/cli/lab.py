@@ -40,10 +40,15 @@ def _clear_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from reconciler.lab.vcsim import VcsimError
+        from reconciler.lab.vcsim import NoSourceCheckout, VcsimError
 
         try:
             return command(*args, **kwargs)
+        except NoSourceCheckout as err:
+            # a usage problem (installed package, not a checkout), not a lab failure: exit status 2
+            failure = click.ClickException(str(err))
+            failure.exit_code = 2
+            raise failure from err
         except (LabError, VcsimError) as err:
             raise click.ClickException(str(err)) from err
         except ValueError as err:  # e.g. an unknown fault name, checked before anything is sent
