@@ -18,7 +18,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from reconciler.cli.output import echo_errors, internal_error
+from reconciler.cli.output import echo_errors, internal_error, make_console
 from reconciler.cli.plan import EXIT_ERROR, default_state_dir, parse_at
 from reconciler.cli.render import render_human
 
@@ -82,7 +82,7 @@ def _apply(paths: tuple[Path, ...], auto_approve: bool, as_json: bool, state_dir
     from reconciler.core.planner import plan as compute_plan
     from reconciler.policy import load
 
-    console = Console(file=sys.stderr if as_json else sys.stdout, highlight=False, soft_wrap=True)
+    console = make_console(stderr=as_json)
     saved, policy_paths = _saved_plan(paths, Plan, PlanFormatError)
     result = load([str(p) for p in policy_paths])
     if result.errors:

@@ -12,6 +12,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from reconciler.cli.output import make_console
 from reconciler.lab.lab import SITES, Lab, LabError, LabPorts, LabState, LabStatus
 from reconciler.lab.nbd import Via
 
@@ -87,7 +88,7 @@ def lab() -> None:
 def up(state_dir: Path, exports: tuple[str, ...], no_exports: bool, via: str, pool_name: str,
        auto_ports: bool, as_json: bool) -> None:
     """Start the lab (refuses if it is already up)."""
-    console = Console(stderr=as_json)
+    console = make_console(stderr=as_json)
     the_lab = Lab(state_dir, pool_name=pool_name, ports=LabPorts.auto() if auto_ports else None)
     wanted = tuple(_parse_export(e) for e in exports)
     with console.status("starting the lab: vcsim (vCenter, ESXi), zfs-fuse pool, nbdkit…"):
@@ -128,7 +129,7 @@ def status(state_dir: Path, as_json: bool) -> None:
     elif not lab_status.up:
         click.echo(f"the lab is not up (state dir {state_dir}); start it with `reconciler lab up`")
     else:
-        _render(Console(), lab_status)
+        _render(make_console(), lab_status)
     if not lab_status.healthy:
         raise SystemExit(1)
 

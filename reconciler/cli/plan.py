@@ -5,14 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
 
-from reconciler.cli.output import echo_errors, internal_error
+from reconciler.cli.output import echo_errors, internal_error, make_console
 from reconciler.cli.render import render_human, render_json
 
 if TYPE_CHECKING:  # the plan and the model load only when a command runs (`validate` stays light)
@@ -91,7 +89,7 @@ def plan(
     if as_json:
         click.echo(render_json(the_plan, explain_retention=explain_retention))
     else:
-        console = Console(file=sys.stdout, highlight=False, soft_wrap=True)
+        console = make_console()
         render_human(the_plan, console, explain_retention=explain_retention)
         if out is not None:
             console.print(f"\nSaved the plan to {out}; run `reconciler apply {out}` to carry out exactly this.")
