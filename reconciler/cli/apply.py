@@ -18,7 +18,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from reconciler.cli.output import echo_errors, internal_error
+from reconciler.cli.output import echo_errors, internal_error, make_console
 from reconciler.cli.plan import EXIT_ERROR, default_state_dir, parse_at
 from reconciler.cli.render import render_human
 
@@ -82,13 +82,15 @@ def _apply(paths: tuple[Path, ...], auto_approve: bool, as_json: bool, state_dir
     from reconciler.core.planner import plan as compute_plan
     from reconciler.policy import load
 
-    console = Console(file=sys.stderr if as_json else sys.stdout, highlight=False, soft_wrap=True)
+    console = make_console(stderr=as_json)
     saved, policy_paths = _saved_plan(paths, Plan, PlanFormatError)
     result = load([str(p) for p in policy_paths])
     if result.errors:
         echo_errors(result.errors)
         return EXIT_ERROR
     policies = result.policy_set
+    if saved is not None:
+        _check_policy_digest(paths[0], policies)  # before any lock, session or journal: nothing is done
     run_id = new_run_id(dt.datetime.now(dt.UTC))
     try:
         journal = SqliteJournal(state_dir / "journal.db")
@@ -199,6 +201,22 @@ def _saved_plan(paths: tuple[Path, ...], plan_type: Any, format_error: Any) -> t
         raise click.ClickException(f"{first} does not record the policy paths it was made from; give them: "
                                    f"`reconciler apply {first} POLICY_PATH…`")
     return saved, rest
+
+
+def _check_policy_digest(plan_file: Path, policies: Any) -> None:
+    """Refuse a saved plan whose policies changed since: the executor reads repository, connection,
+    quiesce and exclusions from the policies loaded now, so applying would run something not reviewed."""
+    from reconciler.policy.digest import policy_digest
+
+    recorded = json.loads(plan_file.read_text(encoding="utf-8")).get("policy_digest")
+    if recorded is None:
+        raise click.ClickException(f"{plan_file} does not record a digest of its policies (an older plan?): "
+                                   "run `reconciler plan … --out PLANFILE` again and apply that")
+    if recorded != policy_digest(policies):
+        raise click.ClickException(
+            f"the policies changed since this plan was made: {plan_file} was planned from other policies than "
+            "those loaded now (repository, connection, quiesce or exclusions may differ); "
+            "run `reconciler plan … --out PLANFILE` again and apply that")
 
 
 def _approved(console: Console, as_json: bool) -> bool:

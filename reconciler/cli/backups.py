@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,7 +15,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from reconciler.cli.output import echo_errors, internal_error
+from reconciler.cli.output import echo_errors, internal_error, make_console
 
 DEFAULT_POLICIES = Path("policies")
 DEFAULT_HOLD_TAG = "reconciler-keep"
@@ -108,7 +107,7 @@ def user_errors(command: F) -> F:
 
 def stdout_console() -> Console:
     """Tables at full width when piped (a pipe has no width; rich would assume 80 and cut columns)."""
-    return Console(file=sys.stdout, highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+    return make_console()
 
 
 def _iso(epoch_or_time: int | dt.datetime) -> str:

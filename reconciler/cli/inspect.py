@@ -13,6 +13,7 @@ from rich.table import Table
 from reconciler.adapters.inspect import DiskReport, InspectError, analyse, inspect_image
 from reconciler.adapters.inspect.allocation import Allocation, AllocationMap, read_volume_allocations
 from reconciler.adapters.inspect.reader import FileReader
+from reconciler.cli.output import make_console
 from reconciler.core.thin import ThinVolume
 from reconciler.core.volumes import Verdict
 from reconciler.policy.model import Exclusions
@@ -194,4 +195,4 @@ def inspect(images: tuple[str, ...], deep: bool, as_json: bool, exclude: str, al
     if as_json:
         click.echo(json.dumps(to_json(reports, allocations), indent=2))
     else:
-        render(reports, Console(), notes, allocations)
+        render(reports, make_console(), notes, allocations)

@@ -12,6 +12,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from reconciler.cli.output import make_console
 from reconciler.lab.lab import SITES, Lab, LabError, LabPorts, LabState, LabStatus
 from reconciler.lab.nbd import Via
 
@@ -40,10 +41,15 @@ def _clear_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from reconciler.lab.vcsim import VcsimError
+        from reconciler.lab.vcsim import NoSourceCheckout, VcsimError
 
         try:
             return command(*args, **kwargs)
+        except NoSourceCheckout as err:
+            # a usage problem (installed package, not a checkout), not a lab failure: exit status 2
+            failure = click.ClickException(str(err))
+            failure.exit_code = 2
+            raise failure from err
         except (LabError, VcsimError) as err:
             raise click.ClickException(str(err)) from err
         except ValueError as err:  # e.g. an unknown fault name, checked before anything is sent
@@ -82,7 +88,7 @@ def lab() -> None:
 def up(state_dir: Path, exports: tuple[str, ...], no_exports: bool, via: str, pool_name: str,
        auto_ports: bool, as_json: bool) -> None:
     """Start the lab (refuses if it is already up)."""
-    console = Console(stderr=as_json)
+    console = make_console(stderr=as_json)
     the_lab = Lab(state_dir, pool_name=pool_name, ports=LabPorts.auto() if auto_ports else None)
     wanted = tuple(_parse_export(e) for e in exports)
     with console.status("starting the lab: vcsim (vCenter, ESXi), zfs-fuse pool, nbdkit…"):
@@ -123,7 +129,7 @@ def status(state_dir: Path, as_json: bool) -> None:
     elif not lab_status.up:
         click.echo(f"the lab is not up (state dir {state_dir}); start it with `reconciler lab up`")
     else:
-        _render(Console(), lab_status)
+        _render(make_console(), lab_status)
     if not lab_status.healthy:
         raise SystemExit(1)
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
 
-from reconciler.cli.output import echo_errors, internal_error
+from reconciler.cli.output import echo_errors, internal_error, make_console
 from reconciler.cli.render import render_human, render_json
+
+if TYPE_CHECKING:  # the plan and the model load only when a command runs (`validate` stays light)
+    from reconciler.core.plan import Plan
+    from reconciler.policy.model import PolicySet
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -66,7 +69,7 @@ def plan(
     """Show what `apply` would change, Terraform style."""
     now = parse_at(at)
     try:
-        the_plan = make_plan(
+        the_plan, policies = plan_with_policies(
             paths, now, state_dir or default_state_dir(),
             targets=targets, explain_retention=explain_retention, allow_mass_prune=allow_mass_prune,
         )
@@ -76,12 +79,17 @@ def plan(
         raise internal_error(exc) from None
     if out is not None:
         # the policy paths travel with the plan so `apply PLANFILE` can load the same policies
-        saved = the_plan.to_dict() | {"policy_paths": [str(p.absolute()) for p in paths]}
+        # and their digest, of the very policy set this plan was computed from: `apply PLANFILE` refuses
+        # when the policies it loads then differ, so an edit in between cannot silently change what runs
+        from reconciler.policy.digest import policy_digest
+
+        saved = the_plan.to_dict() | {"policy_paths": [str(p.absolute()) for p in paths],
+                                      "policy_digest": policy_digest(policies)}
         out.write_text(json.dumps(saved, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if as_json:
         click.echo(render_json(the_plan, explain_retention=explain_retention))
     else:
-        console = Console(file=sys.stdout, highlight=False, soft_wrap=True)
+        console = make_console()
         render_human(the_plan, console, explain_retention=explain_retention)
         if out is not None:
             console.print(f"\nSaved the plan to {out}; run `reconciler apply {out}` to carry out exactly this.")
@@ -100,8 +108,22 @@ def make_plan(
     targets: tuple[str, ...] = (),
     explain_retention: bool = False,
     allow_mass_prune: bool = False,
-):
+) -> Plan:
     """The whole read-only pipeline, shared by `plan`, `apply` and `watch`."""
+    return plan_with_policies(paths, now, state_dir, targets=targets, explain_retention=explain_retention,
+                              allow_mass_prune=allow_mass_prune)[0]
+
+
+def plan_with_policies(
+    paths: tuple[Path, ...],
+    now: dt.datetime,
+    state_dir: Path,
+    *,
+    targets: tuple[str, ...] = (),
+    explain_retention: bool = False,
+    allow_mass_prune: bool = False,
+) -> tuple[Plan, PolicySet]:
+    """`make_plan`, and the policy set it was made from (a saved plan records its digest)."""
     from reconciler.adapters.journal.sqlite import SqliteJournal
     from reconciler.adapters.observe import Sessions, observe
     from reconciler.core.planner import plan as compute_plan
@@ -123,4 +145,4 @@ def make_plan(
     return compute_plan(
         result.policy_set, observed, now,
         allow_mass_prune=allow_mass_prune, targets=targets, explain_retention=explain_retention,
-    )
+    ), result.policy_set

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from reconciler.cli.output import echo_errors, internal_error
+from reconciler.cli.output import echo_errors, internal_error, make_console
 from reconciler.cli.plan import EXIT_ERROR, default_state_dir
 from reconciler.core.freshness import format_span
 
@@ -92,7 +91,7 @@ def status(paths: tuple[Path, ...], as_json: bool, state_dir: Path | None, check
     elif check:
         click.echo("\n".join(check_lines(rows)))
     else:
-        render(rows, Console(file=sys.stdout, highlight=False, soft_wrap=True))
+        render(rows, make_console())
     if check:
         raise click.exceptions.Exit(int(check_state(rows)))
 

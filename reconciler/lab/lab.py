@@ -389,8 +389,10 @@ IMAGE_LAYOUTS = {
 
 
 def _check_prerequisites() -> None:
-    from reconciler.lab.vcsim import DEFAULT_BINARY, VcsimError, ensure_binary
+    from reconciler.lab.vcsim import DEFAULT_BINARY, SOURCE_DIR, NoSourceCheckout, VcsimError, ensure_binary
 
+    if not DEFAULT_BINARY.exists() and not SOURCE_DIR.is_dir():
+        ensure_binary()  # raises NoSourceCheckout: say that before listing tools a wheel install may lack
     missing = [
         f"{tool} (Debian package {package})"
         for tool, package in (("zfs-fuse", "zfs-fuse"), ("nbdkit", "nbdkit"))
@@ -404,6 +406,8 @@ def _check_prerequisites() -> None:
         raise LabError("the lab needs " + "; ".join(missing) + " — `make setup` installs them")
     try:
         ensure_binary()
+    except NoSourceCheckout:
+        raise  # not a broken lab but the wrong kind of install: the CLI says so with its own exit status
     except VcsimError as err:
         raise LabError(str(err)) from err
 

@@ -42,6 +42,10 @@ class VcsimError(RuntimeError):
     """vcsim-lab could not be built, started or asked something; the message says why."""
 
 
+class NoSourceCheckout(VcsimError):
+    """The lab's vSphere simulator is Go source under tests/lab, which only a source checkout has."""
+
+
 @dataclass(frozen=True)
 class DiskEndpoint:
     key: int
@@ -168,6 +172,11 @@ def _newest_source_mtime() -> float:
 def ensure_binary(binary: Path | None = None) -> Path:
     """Return the vcsim-lab binary, (re)building it with `go build` when missing or older than its sources."""
     binary = Path(binary) if binary else DEFAULT_BINARY
+    if binary == DEFAULT_BINARY and not SOURCE_DIR.is_dir() and not binary.exists():
+        # an installed package has no tests/lab: the lab is a development tool of the source checkout
+        raise NoSourceCheckout(
+            "the lab needs a source checkout of reconciler (tests/lab/vcsim); run it from there with `make lab-up`"
+        )
     if binary.exists() and (binary != DEFAULT_BINARY or binary.stat().st_mtime >= _newest_source_mtime()):
         return binary
     if binary != DEFAULT_BINARY:

@@ -1,4 +1,5 @@
-"""JSON Schema validation (schemas/reconciler-v1.schema.json is the single source of truth for shape),
+"""JSON Schema validation (reconciler/policy/schemas/reconciler-v1.schema.json, shipped in the wheel and
+linked from the checkout's schemas/ for editors, is the single source of truth for shape),
 with every jsonschema error turned into a one-line message at the offending node's file:line:col."""
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from jsonschema.exceptions import ValidationError
 from reconciler.policy.errors import PolicyError
 from reconciler.policy.safe_yaml import Document
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "reconciler-v1.schema.json"
+# package data, so a wheel install finds it; the checkout's schemas/ is a symlink to this file
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "reconciler-v1.schema.json"
 
 _SECRET_WORDS = {"password", "pwd", "secret", "key", "token"}
 _TYPE_WORDS = {

@@ -79,6 +79,42 @@ def test_a_saved_plan_is_refused_once_the_world_moved_on(world: World, tmp_path:
     assert "changed since this plan was made" in done.stderr and "plan" in done.stderr
 
 
+def test_a_saved_plan_is_refused_when_the_policies_changed_since_and_nothing_is_done(
+        world: World, tmp_path: Path) -> None:
+    plan_file = tmp_path / "plan.json"
+    made = reconciler(world, "plan", str(world.policy_dir), "--state-dir", str(world.state_dir),
+                      "--at", world.next_time(), "--out", str(plan_file))
+    assert made.returncode == 0, made.stderr
+    assert "1 backup" in made.stdout  # a backup is due: applying would make snapshots
+    before = [s.name for s in world.record(VM)[1]]
+    world.write_policies(quiesce="off")  # what the reviewed plan would run with has changed
+    try:
+        done = reconciler(world, "apply", str(plan_file), "--state-dir", str(world.state_dir), "--auto-approve")
+    finally:
+        world.write_policies(quiesce="preferred")
+    assert done.returncode == 1
+    assert "the policies changed since this plan was made" in done.stderr and "run `reconciler plan" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert [s.name for s in world.record(VM)[1]] == before  # no ZFS snapshot
+    assert world.vmware_snapshots(VM) == []  # no VMware snapshot
+
+
+def test_a_saved_plan_still_applies_when_the_policies_were_only_reformatted(world: World, tmp_path: Path) -> None:
+    plan_file = tmp_path / "plan.json"
+    made = reconciler(world, "plan", str(world.policy_dir), "--state-dir", str(world.state_dir),
+                      "--at", world.next_time(), "--out", str(plan_file))
+    assert made.returncode == 0, made.stderr
+    # the digest is of the loaded desired state: a comment changes nothing that runs
+    rest = world.policy_dir / "rest.yaml"
+    rest.write_text("# reviewed by the change board\n" + rest.read_text())
+    try:
+        done = reconciler(world, "apply", str(plan_file), "--state-dir", str(world.state_dir), "--auto-approve")
+    finally:
+        world.write_policies()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"✓ backup {VM}" in done.stdout
+
+
 def test_a_second_applier_on_the_same_repository_is_refused_naming_the_holder(world: World) -> None:
     lock_dir = world.state_dir / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)

@@ -97,6 +97,19 @@ def test_status_shows_urls_thumbprints_pool_and_exports(lab_dir: tuple[Path, str
     assert "web-01-2000" in human
 
 
+def test_status_piped_without_columns_keeps_every_url_and_thumbprint_whole(lab_dir: tuple[Path, str]) -> None:
+    state_dir, _ = lab_dir
+    status = status_json(state_dir)
+    env = {key: value for key, value in os.environ.items() if key != "COLUMNS"}  # a pipe has no width
+    human = subprocess.run([sys.executable, "-m", "reconciler", "lab", "status", "--state-dir", str(state_dir)],
+                           stdout=subprocess.PIPE, text=True, env=env, timeout=180, check=True).stdout
+    lines = human.splitlines()
+    wanted = [s[key] for s in status["state"]["sites"].values() for key in ("sdk", "thumbprint_sha256")]
+    wanted += [e["uri"] for e in status["state"]["exports"]]
+    for text in wanted:
+        assert any(text in line for line in lines), f"{text} is cut in:\n{human}"
+
+
 def test_env_file_and_pinned_connections_are_written_for_tools_and_policies(lab_dir: tuple[Path, str]) -> None:
     state_dir, _ = lab_dir
     env = (state_dir / "env").read_text()
