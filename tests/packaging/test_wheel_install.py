@@ -4,6 +4,7 @@ so nothing of the checkout is importable. Catches files the package reads but th
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -42,8 +43,12 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     root = tmp_path_factory.mktemp("wheel")
     # build isolation on purpose: the venv's setuptools may predate the >=77 that pyproject.toml needs; pip
     # takes the build backend from its configured (local, offline here) wheel sources, never the project's deps
+    # from a copy: setuptools builds in ./build, which two test processes building at once would share
+    source = root / "source"
+    shutil.copytree(SOURCE, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", ".lab", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", "vcsim-lab"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                    "-w", str(root / "dist"), str(SOURCE)], check=True, capture_output=True, timeout=300)
+                    "-w", str(root / "dist"), str(source)], check=True, capture_output=True, timeout=300)
     (wheel,) = (root / "dist").glob("reconciler-*.whl")
     venv = root / "venv"
     subprocess.run(["/usr/bin/python3", "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
