@@ -41,7 +41,9 @@ HOST_PROPERTIES = (
     "runtime.connectionState",
     "config.network.pnic",
     "config.network.vnic",
-    "summary.config.product.licenseProductName",
+    "config.network.portgroup",
+    "config.network.vswitch",
+    "config.virtualNicManagerInfo.netConfig",
 )
 FOLDER_PROPERTIES = ("name", "parent")
 DATACENTER_PROPERTIES = ("name", "parent")
