@@ -167,6 +167,7 @@ def to_observed(connection: str, raw: RawInventory) -> tuple[ConnectionState, tu
     folders = _folder_paths(objects)
     hosts = {m: o for m, o in objects.items() if o.kind == "HostSystem"}
     edition = license_edition(raw.licenses)
+    own_licenses = dict(raw.host_licenses)
     tag_field = next((key for key, name in raw.custom_fields if name == TAGS_ATTRIBUTE), None)
     state = ConnectionState(
         name=connection,
@@ -177,7 +178,8 @@ def to_observed(connection: str, raw: RawInventory) -> tuple[ConnectionState, tu
             HostState(
                 name=h.props.get("name", m),
                 connection_state=str(h.props.get("runtime.connectionState", "connected")),
-                license_edition=edition,
+                # on vCenter each host has its own licence; on a standalone host the connection's is its own
+                license_edition=own_licenses.get(m) if raw.api_type == "VirtualCenter" else edition,
                 mgmt_nic_speed_mbps=_mgmt_speed(h.props),
             )
             for m, h in sorted(hosts.items())
