@@ -20,7 +20,6 @@ VM_PROPERTIES = (
     "name",
     "parent",
     "config.instanceUuid",
-    "config.uuid",
     "config.version",
     "config.changeTrackingEnabled",
     "config.keyId",
@@ -33,11 +32,9 @@ VM_PROPERTIES = (
     "snapshot",
     "tag",
     "customValue",
-    "summary.config.vmPathName",
 )
 HOST_PROPERTIES = (
     "name",
-    "parent",
     "runtime.connectionState",
     "config.network.pnic",
     "config.network.vnic",
