@@ -45,13 +45,16 @@ class PowerState(StrEnum):
 class Host:
     name: str
     nic_speed_mb: int = 10000
-    license: str = ""
+    license: str = ""  # the host's own licence edition on a vCenter (default: a paid ESXi edition)
     connection_state: str = "connected"
+    # per physical NIC (`vmnic0`: the management uplink in vcsim), over nic_speed_mb; 0 = link down
+    nic_speeds_mb: tuple[tuple[str, int], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "nicSpeedMb": self.nic_speed_mb,
+            "nicSpeedsMb": dict(self.nic_speeds_mb),
             "license": self.license,
             "connectionState": self.connection_state,
         }
@@ -201,7 +204,15 @@ def _host(data: Any, where: str) -> Host:
         nic_speed_mb=_get(data, "nicSpeedMb", int, where, 10000),
         license=_get(data, "license", str, where, ""),
         connection_state=_get(data, "connectionState", str, where, "connected"),
+        nic_speeds_mb=_nic_speeds(_get(data, "nicSpeedsMb", Mapping, where, {}), where),
     )
+
+
+def _nic_speeds(data: Mapping[str, Any], where: str) -> tuple[tuple[str, int], ...]:
+    for device, speed in data.items():
+        if not isinstance(device, str) or isinstance(speed, bool) or not isinstance(speed, int) or speed < 0:
+            raise InventoryError(f"{where}: nicSpeedsMb maps NIC names to Mb/s, got {device!r}: {speed!r}")
+    return tuple(sorted(data.items()))
 
 
 def _uuid(data: Mapping[str, Any], key: str, where: str, fallback: str) -> str:

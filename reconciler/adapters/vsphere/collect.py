@@ -20,7 +20,6 @@ VM_PROPERTIES = (
     "name",
     "parent",
     "config.instanceUuid",
-    "config.uuid",
     "config.version",
     "config.changeTrackingEnabled",
     "config.keyId",
@@ -33,15 +32,15 @@ VM_PROPERTIES = (
     "snapshot",
     "tag",
     "customValue",
-    "summary.config.vmPathName",
 )
 HOST_PROPERTIES = (
     "name",
-    "parent",
     "runtime.connectionState",
     "config.network.pnic",
     "config.network.vnic",
-    "summary.config.product.licenseProductName",
+    "config.network.portgroup",
+    "config.network.vswitch",
+    "config.virtualNicManagerInfo.netConfig",
 )
 FOLDER_PROPERTIES = ("name", "parent")
 DATACENTER_PROPERTIES = ("name", "parent")
@@ -72,6 +71,23 @@ class RawInventory:
     licenses: tuple[tuple[str, str], ...]  # (editionKey, name) of every licence the server holds
     objects: tuple[RawObject, ...]
     custom_fields: tuple[tuple[int, str], ...] = ()  # (key, name) of custom attribute definitions
+    # host MoRef → editionKey of the licence vCenter assigned to it; empty on a standalone host, whose
+    # connection licence is its own
+    host_licenses: tuple[tuple[str, str], ...] = ()
+
+
+def _host_licenses(content: vim.ServiceInstanceContent) -> tuple[tuple[str, str], ...]:
+    """One QueryAssignedLicenses without an entity: every assignment at once, not a round trip per host."""
+    manager = content.licenseManager
+    assignments = manager.licenseAssignmentManager if manager is not None else None
+    if assignments is None:  # a standalone host has no LicenseAssignmentManager
+        return ()
+    try:
+        found = assignments.QueryAssignedLicenses()
+    except vim.fault.NoPermission:  # without Global.Licenses the hosts' licences stay unknown, not wrong
+        return ()
+    return tuple((a.entityId, a.assignedLicense.editionKey or "") for a in found or ()
+                 if a.entityId and a.assignedLicense is not None)
 
 
 def _filter_spec(
@@ -130,6 +146,7 @@ def collect_inventory(session: VsphereSession) -> RawInventory:
             instance_uuid=about.instanceUuid or "",
             licenses=licenses,
             custom_fields=fields,
+            host_licenses=_host_licenses(content) if about.apiType == "VirtualCenter" else (),
             objects=tuple(objects),
         )
 

@@ -127,11 +127,39 @@ def _tools(props: Mapping[str, Any]) -> ToolsStatus:
     return ToolsStatus.NOT_RUNNING
 
 
+def _management_vnic(props: Mapping[str, Any]) -> str:
+    """Device of the vmknic with the `management` service selected (vmk0 when the host does not say)."""
+    for config in as_list(props.get("config.virtualNicManagerInfo.netConfig")):
+        if getattr(config, "nicType", None) != "management":
+            continue
+        selected = set(as_list(config.selectedVnic))
+        for vnic in as_list(config.candidateVnic):
+            if vnic.key in selected and vnic.device:
+                return str(vnic.device)
+    return "vmk0"
+
+
 def _mgmt_speed(props: Mapping[str, Any]) -> int | None:
-    """Speed of the NIC behind the management vmkernel port (vmk0 by convention), else the fastest."""
-    pnics = as_list(props.get("config.network.pnic"))
-    speeds = {p.device: p.linkSpeed.speedMb for p in pnics if getattr(p, "linkSpeed", None)}
-    return max(speeds.values()) if speeds else None
+    """Link speed of the management vmknic's uplinks: vmknic → portgroup → vSwitch → its pnics.
+
+    That link carries NBD, so it sets the bandwidth limit; the fastest NIC of the host may be a vMotion or
+    storage link. With several uplinks one vmknic uses one at a time, so the slowest counts. When the path
+    cannot be followed (a distributed switch, a link down) the slowest linked NIC is taken: a limit too low
+    only slows a backup, one too high can starve the host's management traffic.
+    """
+    speeds = {p.key: p.linkSpeed.speedMb for p in as_list(props.get("config.network.pnic"))
+              if getattr(p, "linkSpeed", None) and p.linkSpeed.speedMb}
+    device = _management_vnic(props)
+    vnic = next((v for v in as_list(props.get("config.network.vnic")) if v.device == device), None)
+    portgroup = next((pg for pg in as_list(props.get("config.network.portgroup"))
+                      if vnic is not None and vnic.portgroup and getattr(pg.spec, "name", None) == vnic.portgroup),
+                     None)
+    vswitch = next((vs for vs in as_list(props.get("config.network.vswitch"))
+                    if portgroup is not None and vs.key == portgroup.vswitch), None)
+    uplinks = [speeds[key] for key in as_list(vswitch.pnic if vswitch else None) if key in speeds]
+    if uplinks:
+        return min(uplinks)
+    return min(speeds.values()) if speeds else None
 
 
 def to_observed(connection: str, raw: RawInventory) -> tuple[ConnectionState, tuple[VmState, ...]]:
@@ -139,6 +167,7 @@ def to_observed(connection: str, raw: RawInventory) -> tuple[ConnectionState, tu
     folders = _folder_paths(objects)
     hosts = {m: o for m, o in objects.items() if o.kind == "HostSystem"}
     edition = license_edition(raw.licenses)
+    own_licenses = dict(raw.host_licenses)
     tag_field = next((key for key, name in raw.custom_fields if name == TAGS_ATTRIBUTE), None)
     state = ConnectionState(
         name=connection,
@@ -149,7 +178,8 @@ def to_observed(connection: str, raw: RawInventory) -> tuple[ConnectionState, tu
             HostState(
                 name=h.props.get("name", m),
                 connection_state=str(h.props.get("runtime.connectionState", "connected")),
-                license_edition=edition,
+                # on vCenter each host has its own licence; on a standalone host the connection's is its own
+                license_edition=own_licenses.get(m) if raw.api_type == "VirtualCenter" else edition,
                 mgmt_nic_speed_mbps=_mgmt_speed(h.props),
             )
             for m, h in sorted(hosts.items())

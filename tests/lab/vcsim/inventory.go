@@ -25,10 +25,11 @@ type inventory struct {
 }
 
 type invHost struct {
-	Name            string `json:"name"`
-	NicSpeedMb      int32  `json:"nicSpeedMb"`
-	License         string `json:"license"`
-	ConnectionState string `json:"connectionState"`
+	Name            string           `json:"name"`
+	NicSpeedMb      int32            `json:"nicSpeedMb"`
+	NicSpeedsMb     map[string]int32 `json:"nicSpeedsMb"` // per pnic device (vmnic0…), over nicSpeedMb
+	License         string           `json:"license"`
+	ConnectionState string           `json:"connectionState"`
 }
 
 type invVM struct {
@@ -169,23 +170,12 @@ func (b *builder) setAboutAndLicense() {
 	if edition == "" {
 		edition = "evaluation"
 	}
-	names := map[string]string{
-		"vcenter-standard": "VMware vCenter Server 7 Standard",
-		"esxi-free":        "VMware vSphere 7 Hypervisor",
-		"evaluation":       "Evaluation Mode",
-	}
-	name, ok := names[edition]
-	if !ok {
-		name = edition
-	}
-	key := "00000-00000-00000-00000-00000"
-	if edition != "evaluation" {
-		key = "LAB00-00000-00000-00000-" + fmt.Sprintf("%05d", len(edition))
-	}
+	site := labLicense(edition)
+	b.lab.siteLicense = site
+	b.lab.vcenter = b.inv.Mode == "vcenter"
+	b.lab.instanceUUID = si.Content.About.InstanceUuid
 	lm := simulator.Map.Get(*si.Content.LicenseManager).(*simulator.LicenseManager)
-	lm.Licenses = []types.LicenseManagerLicenseInfo{{
-		LicenseKey: key, EditionKey: edition, Name: name, Total: 0, Used: 0, CostUnit: "cpuPackage",
-	}}
+	lm.Licenses = []types.LicenseManagerLicenseInfo{site}
 }
 
 func (b *builder) setupHosts(finder *find.Finder) error {
@@ -204,18 +194,30 @@ func (b *builder) setupHosts(finder *find.Finder) error {
 			if spec.ConnectionState != "" {
 				h.Runtime.ConnectionState = types.HostSystemConnectionState(spec.ConnectionState)
 			}
-			if spec.NicSpeedMb > 0 && h.Config != nil && h.Config.Network != nil {
+			if (spec.NicSpeedMb > 0 || len(spec.NicSpeedsMb) > 0) && h.Config != nil && h.Config.Network != nil {
 				network := *h.Config.Network
 				pnics := make([]types.PhysicalNic, len(network.Pnic))
 				copy(pnics, network.Pnic)
 				for j := range pnics {
-					pnics[j].LinkSpeed = &types.PhysicalNicLinkInfo{SpeedMb: spec.NicSpeedMb, Duplex: true}
+					speed, ok := spec.NicSpeedsMb[pnics[j].Device]
+					if !ok {
+						speed = spec.NicSpeedMb
+					}
+					if speed > 0 {
+						pnics[j].LinkSpeed = &types.PhysicalNicLinkInfo{SpeedMb: speed, Duplex: true}
+					} else if ok { // an explicit 0: the link is down, as vSphere reports it (no linkSpeed)
+						pnics[j].LinkSpeed = nil
+					}
 				}
 				network.Pnic = pnics
 				h.Config.Network = &network
 			}
 		})
 		b.lab.hosts[spec.Name] = h.Self
+		b.lab.hostNames[h.Self.Value] = spec.Name
+		if spec.License != "" && b.inv.Mode == "vcenter" {
+			b.lab.hostLicenses[h.Self.Value] = labLicense(spec.License)
+		}
 	}
 	return nil
 }

@@ -33,6 +33,12 @@ type lab struct {
 	datacenter   string
 	datastore    string
 	datastoreDir string
+	// licences as QueryAssignedLicenses reports them (vcsim answers "eval" for every entity)
+	vcenter      bool
+	siteLicense  types.LicenseManagerLicenseInfo
+	instanceUUID string
+	hostLicenses map[string]types.LicenseManagerLicenseInfo // host MoRef value → its own licence
+	hostNames    map[string]string                          // host MoRef value → inventory name
 }
 
 type labVM struct {
@@ -78,6 +84,7 @@ type frozenDisk struct {
 func newLab() *lab {
 	return &lab{
 		vms: map[string]*labVM{}, byRef: map[string]*labVM{}, hosts: map[string]types.ManagedObjectReference{},
+		hostLicenses: map[string]types.LicenseManagerLicenseInfo{}, hostNames: map[string]string{},
 		snapshots: map[string]*labSnapshot{}, faults: map[string]*faultSpec{}, hungTasks: make(chan struct{}),
 	}
 }

@@ -67,6 +67,11 @@ func (f *front) serveSOAP(w http.ResponseWriter, r *http.Request) {
 			copyResponse(w, rec)
 		}
 		return
+	case *types.QueryAssignedLicenses:
+		if f.lab.vcenter { // a standalone host has no LicenseAssignmentManager: vcsim faults, as ESXi does
+			f.queryAssignedLicenses(w, req)
+			return
+		}
 	case *types.ContinueRetrievePropertiesEx:
 		f.pages.continueRetrieve(w, req.Token)
 		return
