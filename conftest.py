@@ -8,6 +8,7 @@ pytest_plugins = [
     "tests.fixtures.zfs",
     "tests.fixtures.vsphere",
     "tests.fixtures.lab",
+    "tests.fixtures.replication",
 ]
 
 

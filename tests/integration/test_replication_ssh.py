@@ -1,0 +1,127 @@
+"""Replication over a real sshd into a second zfs-fuse pool: full, incremental, holds, refusals."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reconciler.adapters.replication.send import hold_tag, replicate_dataset
+from reconciler.adapters.replication.ssh import SshEndpoint, SshError, SshFailure, SshSession
+from reconciler.adapters.replication.target import list_local, list_remote
+from reconciler.adapters.zfs.cli import CliZfsDriver
+from reconciler.lab.sshd import Sshd
+from reconciler.lab.zfs import ZfsFusePool
+
+pytestmark = pytest.mark.timeout(180)
+_numbers = itertools.count()
+NAME = "offsite"
+
+
+def _endpoint(sshd: Sshd, **changes: object) -> SshEndpoint:
+    fields = {"user": sshd.user, "host": "127.0.0.1", "port": sshd.port, "host_key": sshd.host_public_key,
+              "identity_file": str(sshd.client_key), "connect_timeout": 5} | changes
+    return SshEndpoint(**fields)  # type: ignore[arg-type]
+
+
+def _backup(dataset: str, mountpoint: str, n: int, size: int = 256 * 1024) -> str:
+    """A complete backup as the reconciler makes one: data, snapshot, then reconciler:status=complete."""
+    Path(mountpoint, f"disk-{n}.raw").write_bytes(os.urandom(size))
+    name = f"reconciler-20261204T2200{n:02d}Z-abc{n:03d}"
+    driver = CliZfsDriver()
+    driver.snapshot(f"{dataset}@{name}", {"reconciler:managed": "true", "reconciler:run-id": name[11:]})
+    driver.set_properties(f"{dataset}@{name}", {"reconciler:status": "complete"})
+    return name
+
+
+@pytest.fixture
+def pair(zpool: ZfsFusePool, target_pool: ZfsFusePool) -> Iterator[tuple[str, str, str]]:
+    n = next(_numbers)
+    source, target_parent = f"{zpool.name}/repl{n}", f"{target_pool.name}/vault{n}"
+    driver = CliZfsDriver()
+    driver.create_dataset(source)
+    driver.create_dataset(target_parent)
+    yield source, f"{target_parent}/vm", str(zpool.mountpoint / f"repl{n}")
+    for dataset in (source, f"{target_parent}/vm"):
+        for snap in list_local(dataset) if driver.exists(dataset) else ():
+            if snap.userrefs:
+                subprocess.run(["zfs", "release", hold_tag(NAME), f"{snap.dataset}@{snap.name}"], check=False)
+    for dataset in (source, target_parent):
+        driver.destroy_dataset(dataset, recursive=True)
+
+
+def test_first_replication_is_full_then_only_the_new_backups_are_sent(sshd: Sshd, pair: tuple[str, str, str]) -> None:
+    source, target, mountpoint = pair
+    first = [_backup(source, mountpoint, i) for i in range(2)]
+    with SshSession(_endpoint(sshd)) as ssh:
+        full = replicate_dataset(ssh, source, target, NAME)
+        assert full is not None and full.base is None and full.snapshot == first[-1]
+        later = _backup(source, mountpoint, 5)
+        incremental = replicate_dataset(ssh, source, target, NAME)
+        assert incremental is not None and incremental.base == first[-1] and incremental.snapshot == later
+        assert incremental.bytes_sent < full.bytes_sent
+        assert replicate_dataset(ssh, source, target, NAME) is None  # in sync: nothing to send
+        remote = list_remote(ssh, target) or []
+    source_snaps = {s.name: s for s in list_local(source)}
+    # every backup arrived, the same snapshot (guid), complete (its reconciler:* properties came along)
+    assert [(s.name, s.guid, s.complete) for s in remote] == \
+        [(n, source_snaps[n].guid, True) for n in [*first, later]]
+    # the common base is held on both sides, and only it: source retention cannot prune it
+    assert {s.name: s.userrefs for s in remote} == {first[0]: 0, first[1]: 0, later: 1}
+    assert source_snaps[later].userrefs == 1 and source_snaps[first[-1]].userrefs == 0
+
+
+def test_a_wrong_host_key_is_refused_and_nothing_is_sent(sshd: Sshd, pair: tuple[str, str, str],
+                                                         tmp_path: Path) -> None:
+    source, target, mountpoint = pair
+    _backup(source, mountpoint, 0)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    other = " ".join((tmp_path / "other.pub").read_text().split()[:2])
+    with SshSession(_endpoint(sshd, host_key=other)) as ssh, pytest.raises(SshError) as refused:
+        replicate_dataset(ssh, source, target, NAME)
+    assert refused.value.failure is SshFailure.HOST_KEY_MISMATCH
+    with SshSession(_endpoint(sshd)) as ssh:
+        assert list_remote(ssh, target) is None
+    assert all(s.userrefs == 0 for s in list_local(source))
+
+
+def test_an_unreachable_target_is_reported_as_such_and_the_source_is_untouched(
+        sshd: Sshd, pair: tuple[str, str, str]) -> None:
+    source, target, mountpoint = pair
+    _backup(source, mountpoint, 0)
+    with socket_port() as closed_port, SshSession(_endpoint(sshd, port=closed_port)) as ssh, \
+            pytest.raises(SshError) as failed:
+        replicate_dataset(ssh, source, target, NAME)
+    assert failed.value.failure is SshFailure.UNREACHABLE
+    assert [(s.userrefs, s.complete) for s in list_local(source)] == [(0, True)]
+
+
+def test_a_diverged_target_is_refused_and_nothing_is_destroyed(sshd: Sshd, pair: tuple[str, str, str],
+                                                               target_pool: ZfsFusePool) -> None:
+    source, target, mountpoint = pair
+    base = _backup(source, mountpoint, 0)
+    with SshSession(_endpoint(sshd)) as ssh:
+        replicate_dataset(ssh, source, target, NAME)
+        subprocess.run(["zfs", "snapshot", f"{target}@someone-elses"], check=True)
+        _backup(source, mountpoint, 1)
+        with pytest.raises(SshError, match="diverged: someone-elses"):
+            replicate_dataset(ssh, source, target, NAME)
+        assert [s.name for s in list_remote(ssh, target) or []] == [base, "someone-elses"]
+
+
+class socket_port:
+    """A port nothing listens on (bound, never listening), for the whole `with`."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        return int(self.sock.getsockname()[1])
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
