@@ -129,6 +129,8 @@ def replicate_dataset(ssh: SshSession, source_dataset: str, target_dataset: str,
         raise SshError(SshFailure.COMMAND_FAILED, f"{target_dataset} diverged: "
                                                   f"{', '.join(s.name for s in newer_on_target)} are not ours")
     if base is not None and base.guid == newest.guid:
+        if base.userrefs == 0:  # a run killed between receive and hold: place the holds now
+            _move_holds(ssh, source_dataset, target_dataset, base.name, None, hold_tag(replication))
         return None
     if base is None:
         # the whole history goes, oldest first: the target's retention is usually the longer one
