@@ -111,3 +111,24 @@ def test_a_paused_replication_sends_and_prunes_nothing() -> None:
     remote = tuple(snap(n, 10 - n) for n in range(1, 6))
     paused = replace(OFFSITE, paused=True)
     assert run(source(snap(5, 5), snap(6, 2)), TargetState(datasets={VM.instance_uuid: remote}), paused) == ((), ())
+
+
+def test_source_retention_never_prunes_the_last_replicated_base_even_without_its_hold() -> None:
+    from reconciler.core.plan import Action
+    from reconciler.core.planner import plan
+    from tests.unit.core.test_planner_cases import _prune_past_retention
+
+    policies, observed = _prune_past_retention()
+    pruned = next(c for c in plan(policies, observed, observed_now()).changes if c.action is Action.PRUNE)
+    base = pruned.snapshots[0]
+    uuid = observed.repositories[0].chains[0].instance_uuid
+    protected = replace(observed, replica_bases=frozenset({(uuid, base)}))
+    again = [c for c in plan(policies, protected, observed_now()).changes if c.action is Action.PRUNE]
+    assert all(base not in c.snapshots for c in again)
+    assert {n for c in again for n in c.snapshots} == set(pruned.snapshots) - {base}
+
+
+def observed_now() -> dt.datetime:
+    from tests.unit.core.world import NOW as WORLD_NOW
+
+    return WORLD_NOW
