@@ -161,3 +161,12 @@ def test_a_send_killed_mid_stream_counts_nothing_and_the_next_run_converges(
         again = replicate_dataset(ssh, source, target, NAME)
         assert again is not None and again.base == base and again.snapshot == newer
         assert [(s.name, s.userrefs) for s in list_remote(ssh, target) or []] == [(base, 0), (newer, 1)]
+
+
+def test_the_bandwidth_limit_holds_the_rate_on_the_wire(sshd: Sshd, pair: tuple[str, str, str]) -> None:
+    source, target, mountpoint = pair
+    _backup(source, mountpoint, 0, size=2 * 1024 * 1024)
+    with SshSession(_endpoint(sshd)) as ssh:
+        result = replicate_dataset(ssh, source, target, NAME, bandwidth_limit=1024 * 1024)
+    assert result is not None and result.bytes_sent > 2 * 1024 * 1024
+    assert result.seconds >= 0.9 * result.bytes_sent / (1024 * 1024)
