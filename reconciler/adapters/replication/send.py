@@ -17,7 +17,7 @@ from reconciler.adapters.replication.ssh import SshError, SshFailure, SshSession
 from reconciler.adapters.replication.target import list_local, list_remote
 from reconciler.adapters.zfs.runner import run
 
-CHUNK = 128 * 1024
+CHUNK = 1024 * 1024
 
 
 def hold_tag(replication: str) -> str:

@@ -66,8 +66,11 @@ class SshEndpoint:
         t = replication.target
         return cls(t.user, t.host, t.port, replication.host_key, replication.identity_file)
 
-    def argv(self, known_hosts: Path, remote: Sequence[str]) -> list[str]:
-        return ["ssh", "-p", str(self.port), "-i", self.identity_file,
+    def argv(self, known_hosts: Path, remote: Sequence[str], control: Path | None = None) -> list[str]:
+        # one TCP connection and handshake for all of a session's commands (listing, send, verify, holds)
+        shared = ["-o", "ControlMaster=auto", "-o", f"ControlPath={control}", "-o", "ControlPersist=60"] \
+            if control is not None else []
+        return ["ssh", "-p", str(self.port), "-i", self.identity_file, *shared,
                 "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
                 "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
                 "-o", f"ConnectTimeout={self.connect_timeout}", "-o", "ServerAliveInterval=15",
@@ -87,10 +90,17 @@ class SshSession:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.control.exists():  # stop the shared connection before its socket's directory goes
+            subprocess.run([*self.argv([])[:-3], "-O", "exit", f"{self.endpoint.user}@{self.endpoint.host}"],
+                           capture_output=True, stdin=subprocess.DEVNULL, timeout=10, check=False)
         self._dir.cleanup()
 
+    @property
+    def control(self) -> Path:
+        return Path(self._dir.name) / "cm"
+
     def argv(self, remote: Sequence[str]) -> list[str]:
-        return self.endpoint.argv(self.known_hosts, remote)
+        return self.endpoint.argv(self.known_hosts, remote, self.control)
 
     def run(self, remote: Sequence[str], timeout: float = 600) -> str:
         try:
