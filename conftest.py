@@ -9,6 +9,7 @@ pytest_plugins = [
     "tests.fixtures.vsphere",
     "tests.fixtures.lab",
     "tests.fixtures.openzfs",
+    "tests.fixtures.replication",
 ]
 
 

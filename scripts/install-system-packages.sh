@@ -15,6 +15,8 @@ PACKAGES=(
   # building real disk images in tests
   gdisk ntfs-3g xfsprogs btrfs-progs lvm2 cryptsetup-bin dosfstools exfatprogs qemu-utils
   fdisk fuse3 e2fsprogs  # sfdisk writes the tables; fusermount for NTFS directories via ntfs-3g
+  # off-site replication lab: a real sshd on 127.0.0.1 in front of a second pool
+  openssh-server openssh-client
   # the venv and the journal's CLI
   python3-venv sqlite3
 )

@@ -17,6 +17,7 @@ _NOUNS = {  # singular, plural
     Kind.SCHEDULE: ("schedule", "schedules"),
     Kind.RETENTION: ("retention", "retentions"),
     Kind.PROTECTION_POLICY: ("protection policy", "protection policies"),
+    Kind.REPLICATION: ("replication", "replications"),
 }
 
 

@@ -35,6 +35,10 @@ class Code(StrEnum):
     FOREIGN_SNAPSHOT = "foreign-snapshot"
     MASS_PRUNE_REFUSED = "mass-prune-refused"
     REPOSITORY_UNREACHABLE = "repository-unreachable"
+    REPLICA_TARGET_UNREACHABLE = "replica-target-unreachable"
+    REPLICA_HOST_KEY_MISMATCH = "replica-host-key-mismatch"
+    REPLICA_DIVERGED = "replica-diverged"
+    REPLICA_BASE_LOST = "replica-base-lost"
 
 
 @dataclass(frozen=True, order=True)

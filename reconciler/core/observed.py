@@ -227,6 +227,9 @@ class Observed:
     vms: tuple[VmState, ...] = ()
     repositories: tuple[RepositoryState, ...] = ()
     journal: JournalState = JournalState()
+    # (instanceUuid, snapshot name): the last replicated base of each replica (`core.replication`), which
+    # source retention must keep even when its hold is missing, or the next send would have to be full
+    replica_bases: frozenset[tuple[str, str]] = frozenset()
 
     def fingerprint(self) -> str:
         """sha256 of a canonical JSON of everything here that can change a plan."""

@@ -403,6 +403,9 @@ class _Planner:
         if not chain.backups:
             return
         decision = self._retention(policy, vm, chain.backups, chain)
+        bases = {name for uuid, name in self.observed.replica_bases if uuid == vm.instance_uuid}
+        if bases:  # a replica's common base stays, whatever retention says: the chain to the target holds
+            decision = replace(decision, prune=tuple(n for n in decision.prune if n not in bases))
         if decision.refused:
             self.diag(Code.MASS_PRUNE_REFUSED, Severity.WARNING,
                       f"retention would prune {decision.complete_pruned} of {decision.complete_total} "
@@ -418,7 +421,8 @@ class _Planner:
             # (the re-plan is empty); what only that backup makes redundant waits for it to succeed.
             after = self._retention(policy, vm, (*chain.backups, _planned_backup(planned, vm, self.now)), None)
             repaired = {n for c in self.changes if c.action is Action.REPAIR and c.vm == ref for n in c.snapshots}
-            extra = tuple(n for n in after.prune if n not in decision.prune and n not in repaired)
+            extra = tuple(n for n in after.prune if n not in decision.prune and n not in repaired
+                          and n not in bases)
             if extra and not after.refused:
                 self.add(Change(Action.PRUNE, ref, policy.name,
                                 f"outside retention {policy.retention!r} once this run's backup is complete",

@@ -26,12 +26,14 @@ from reconciler.policy.model import (
     Location,
     ProtectionPolicy,
     Quiesce,
+    Replication,
     Repository,
     Retention,
     Schedule,
     ScheduleRule,
     SecretRef,
     Selector,
+    SshTarget,
     Transport,
     VerifyMode,
     Weekday,
@@ -45,7 +47,10 @@ _HOST = re.compile(
 _RECORDSIZE = re.compile(r"^(\d+)([KkMm]?)$")
 ALL_DAYS = frozenset(Weekday)
 
-Model = Connection | Repository | Schedule | Retention | ProtectionPolicy
+Model = Connection | Repository | Schedule | Retention | ProtectionPolicy | Replication
+_BANDWIDTH = re.compile(r"^(\d+)([KkMmGg]?)$")
+_DATASET = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]*(/[A-Za-z0-9_.:-]+)*$")
+_SSH_USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
 
 
 @dataclass
@@ -271,6 +276,59 @@ def _policy(check: _Checker, name: str, spec: dict[str, Any], built: Built) -> P
     )
 
 
+def parse_ssh_target(url: str) -> SshTarget:
+    """`ssh://user@host[:port]/pool/dataset`; ValueError says what is wrong."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 22
+    except ValueError as exc:
+        raise ValueError(f"invalid target {url!r}: {exc}") from exc
+    if parts.scheme != "ssh":
+        raise ValueError(f"invalid target {url!r}: the scheme must be ssh://")
+    if parts.password is not None:
+        raise ValueError("the target must not carry a password: use identityFrom")
+    if not parts.username or not _SSH_USER.match(parts.username):
+        raise ValueError(f"invalid target {url!r}: name the remote user, ssh://user@host/pool/dataset")
+    host = parts.hostname or ""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOST.match(host):
+            raise ValueError(f"invalid target {url!r}: {host!r} is not a host name or IP address") from None
+    dataset = parts.path.lstrip("/")
+    if parts.query or parts.fragment or not _DATASET.match(dataset):
+        raise ValueError(f"invalid target {url!r}: the path must be a dataset, pool first (ssh://{parts.username}"
+                         f"@{parts.netloc.partition('@')[2]}/pool/dataset)")
+    return SshTarget(parts.username, host, port, dataset)
+
+
+def parse_bandwidth(text: str) -> int:
+    number, unit = _BANDWIDTH.match(text).groups()  # type: ignore[union-attr]  # schema-checked
+    value = int(number) * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[unit.lower()]
+    if value < 64 * 1024:
+        raise ValueError(f"bandwidthLimit {text!r} is below 64K per second: replication would never catch up")
+    return value
+
+
+def _replication(check: _Checker, name: str, spec: dict[str, Any], built: Built) -> Replication:
+    for kind, key in ((Kind.REPOSITORY, "repository"), (Kind.SCHEDULE, "schedule"), (Kind.RETENTION, "retention")):
+        built.references[kind] = (spec[key], check.doc.at(("spec", key)))
+    target = check.parsed(("spec", "target"), parse_ssh_target, spec["target"])
+    limit = spec.get("bandwidthLimit")
+    identity = _secret(spec["identityFrom"], check.doc.start.file).file or ""
+    return Replication(
+        name=name,
+        repository=spec["repository"],
+        target=target or SshTarget("invalid", "invalid", 22, "invalid"),
+        host_key=spec["hostKey"],
+        identity_file=identity,
+        schedule=spec["schedule"],
+        retention=spec["retention"],
+        bandwidth_limit=check.parsed(("spec", "bandwidthLimit"), parse_bandwidth, limit) if limit else None,
+        paused=spec.get("paused", False),
+    )
+
+
 def build_document(doc: Document) -> tuple[Built, list[PolicyError]]:
     """The model value of a schema-valid document, and the semantic errors found in it."""
     check = _Checker(doc)
@@ -287,6 +345,8 @@ def build_document(doc: Document) -> tuple[Built, list[PolicyError]]:
         value = _schedule(check, name, spec)
     elif kind is Kind.RETENTION:
         value = _retention(check, name, spec)
+    elif kind is Kind.REPLICATION:
+        value = _replication(check, name, spec, built)
     else:
         value = _policy(check, name, spec, built)
     built.value = replace(value, location=doc.start)

@@ -16,6 +16,7 @@ from reconciler.policy.model import (
     Kind,
     PolicySet,
     ProtectionPolicy,
+    Replication,
     Repository,
     Retention,
     Schedule,
@@ -140,6 +141,17 @@ def _policy(p: ProtectionPolicy) -> dict[str, Any]:
     return spec
 
 
+def _replication(r: Replication) -> dict[str, Any]:
+    spec: dict[str, Any] = {"repository": r.repository, "target": r.target.url, "hostKey": r.host_key,
+                            "identityFrom": {"file": r.identity_file}, "schedule": r.schedule,
+                            "retention": r.retention}
+    if r.bandwidth_limit is not None:
+        spec["bandwidthLimit"] = str(r.bandwidth_limit)
+    if r.paused:
+        spec["paused"] = True
+    return spec
+
+
 def policy_documents(policy_set: PolicySet) -> list[dict[str, Any]]:
     """One plain document per model value, in dependency order (connections first)."""
     documents = []
@@ -149,6 +161,7 @@ def policy_documents(policy_set: PolicySet) -> list[dict[str, Any]]:
         (Kind.SCHEDULE, policy_set.schedules, _schedule),
         (Kind.RETENTION, policy_set.retentions, _retention),
         (Kind.PROTECTION_POLICY, policy_set.policies, _policy),
+        (Kind.REPLICATION, policy_set.replications, _replication),
     ):
         for name, value in table.items():
             documents.append(

@@ -109,6 +109,7 @@ def _policy_set(built: list[Built]) -> PolicySet:
         Kind.SCHEDULE: policy_set.schedules,
         Kind.RETENTION: policy_set.retentions,
         Kind.PROTECTION_POLICY: policy_set.policies,
+        Kind.REPLICATION: policy_set.replications,
     }
     for item in built:
         tables[item.kind].setdefault(item.name, item.value)  # type: ignore[arg-type]

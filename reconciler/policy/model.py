@@ -32,6 +32,7 @@ class Kind(StrEnum):
     SCHEDULE = "Schedule"
     RETENTION = "Retention"
     PROTECTION_POLICY = "ProtectionPolicy"
+    REPLICATION = "Replication"
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,41 @@ class ProtectionPolicy:
 
 
 @dataclass(frozen=True)
+class SshTarget:
+    """`ssh://user@host[:port]/pool/dataset`: where replicas go; one child dataset per VM, as on the source."""
+
+    user: str
+    host: str
+    port: int
+    dataset: str
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        port = f":{self.port}" if self.port != 22 else ""
+        return f"ssh://{self.user}@{host}{port}/{self.dataset}"
+
+
+@dataclass(frozen=True)
+class Replication:
+    """Off-site copies of a repository's backups (`zfs send | ssh zfs recv`), with the target's own retention.
+
+    The host key is pinned (public, so it may be inline) and the identity is a file reference: ssh never
+    asks, never learns a new key, and no private key is ever in a policy file."""
+
+    name: str
+    repository: str
+    target: SshTarget
+    host_key: str  # "ssh-ed25519 AAAA…": the one key the target may present
+    identity_file: str  # absolute path of the private key
+    schedule: str
+    retention: str
+    bandwidth_limit: int | None = None  # bytes per second; None: unlimited
+    paused: bool = False
+    location: Location = field(default=Location("<memory>"), compare=False)
+
+
+@dataclass(frozen=True)
 class PolicySet:
     """All documents of all files, by name. Cross-references are checked by the loader."""
 
@@ -206,3 +242,4 @@ class PolicySet:
     schedules: dict[str, Schedule] = field(default_factory=dict)
     retentions: dict[str, Retention] = field(default_factory=dict)
     policies: dict[str, ProtectionPolicy] = field(default_factory=dict)
+    replications: dict[str, Replication] = field(default_factory=dict)
